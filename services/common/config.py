@@ -1,0 +1,127 @@
+"""The resolved configuration, as one typed Struct.
+
+Precedence: command-line flag > environment (``CIRCADIAN_<SECTION>_<KEY>``,
+e.g. ``CIRCADIAN_CHAT_TEMPERATURE=0.2``) > the TOML file > defaults here.
+The TOML file is ``$CIRCADIAN_CONFIG`` if set, else ``<home>/circadian.toml``
+if present, else the repository's ``etc/circadian.toml``.
+
+A bad value stops the program with one line naming the file, the key and the
+fix, never a traceback (:class:`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from services.common.paths import REPO_ROOT, home_from_env
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; the message names file, key and fix."""
+
+
+class ChatConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # Path to an mlx-lm model directory (relative paths: to the models dir).
+    model: str = "smollm2-135m-instruct"
+    # auto: float32 copy + OpenBLAS on CPU, 4-bit on Metal/CUDA (DESIGN.md).
+    compute: Literal["auto", "float32", "quantized"] = "auto"
+    system_prompt: str = "You are a helpful assistant. Answer briefly and truthfully."
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    # Sessions beyond this many are evicted least-recently-used (KV caches
+    # cost memory: ~0.7 MB per 100 tokens on the embedded model).
+    max_sessions: int = 16
+    # How long chat keeps retrying to log a finished turn before telling the
+    # client it failed (supervisord restarts a killed eventlog in ~1 s).
+    log_retry_s: float = 30.0
+    # Refuse requests whose prompt would pass this many tokens.
+    max_context_tokens: int = 4096
+
+
+class EventlogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # Each row carries sha256(previous hash + row) so `circ log verify` can
+    # prove the history was not edited.
+    hash_chain: bool = True
+    # Most events committed in one transaction (one fsync) during a burst.
+    group_commit_max: int = 1000
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    chat: ChatConfig = ChatConfig()
+    eventlog: EventlogConfig = EventlogConfig()
+
+
+def config_file() -> Path | None:
+    explicit = os.environ.get("CIRCADIAN_CONFIG")
+    if explicit:
+        return Path(explicit)
+    for candidate in (home_from_env() / "circadian.toml", REPO_ROOT / "etc" / "circadian.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _env_overrides() -> dict[str, Any]:
+    """Nested dict of ``CIRCADIAN_<SECTION>_<KEY>`` values (strings, converted later)."""
+    overrides: dict[str, Any] = {}
+    sections = {name for name, field in _struct_fields(Config).items() if field}
+    for key, value in os.environ.items():
+        if not key.startswith("CIRCADIAN_"):
+            continue
+        rest = key[len("CIRCADIAN_") :].lower()
+        section, _, name = rest.partition("_")
+        if section in sections and name:
+            overrides.setdefault(section, {})[name] = value
+        elif rest == "log_level":
+            overrides["log_level"] = value
+    return overrides
+
+
+def _struct_fields(cls: type) -> dict[str, bool]:
+    """Field name -> whether the field is itself a Struct (a section)."""
+    info = msgspec.structs.fields(cls)
+    return {f.name: isinstance(f.default, msgspec.Struct) for f in info}
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = msgspec.toml.decode(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; unset CIRCADIAN_CONFIG or create it") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax or delete the file") from None
+    return data
+
+
+def load_config(overrides: dict[str, Any] | None = None) -> Config:
+    """Resolve the configuration: defaults < file < environment < ``overrides``."""
+    path = config_file()
+    layers: dict[str, Any] = _read_file(path) if path else {}
+    env = _env_overrides()
+    merged = _merge(_merge(layers, env), overrides or {})
+    try:
+        # str_values lets environment strings ("0.2", "true") become numbers/bools.
+        return msgspec.convert(merged, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        origin = str(path) if path else "configuration"
+        if env:
+            origin += " (or a CIRCADIAN_* environment variable)"
+        raise ConfigError(
+            f"{origin}: {exc}; fix that value or remove it to use the default"
+        ) from None

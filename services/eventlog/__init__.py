@@ -1,0 +1,1 @@
+"""eventlog: the single writer of the append-only event log."""

@@ -1,0 +1,5 @@
+import sys
+
+from services.eventlog.proc import main
+
+sys.exit(main())

@@ -1,0 +1,130 @@
+"""Socket-free request handling for the eventlog: decode, validate, commit.
+
+The process shell feeds raw frames in and sends what comes out; this module
+decides everything else, so it is testable without ZeroMQ.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.codec import Codec, ProtocolError
+from protocol.envelope import StoredEnvelope
+from protocol.eventlog_api import (
+    MAX_REPLAY_LIMIT,
+    Append,
+    Appended,
+    EventlogRequest,
+    GetStats,
+    LogStats,
+    Replay,
+    ReplayBatch,
+)
+from protocol.service_api import ErrorReply, Ping
+from services.common.daemon import Readiness
+from services.eventlog import store as store_mod
+from services.eventlog.store import EventStore
+
+
+@dataclass
+class PendingAppend:
+    """An append waiting for the next group commit. ``origin`` is opaque (a ROUTER identity, or None for PULL)."""
+
+    origin: Any
+    request: Append
+
+
+@dataclass
+class Counters:
+    appends_total: int = 0
+    commits_total: int = 0
+    dropped_frames: int = 0
+    error_replies: int = 0
+
+
+@dataclass
+class CommitOutcome:
+    replies: list[tuple[Any, Any]] = field(default_factory=list)  # (origin, reply)
+    published: list[StoredEnvelope] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    error: Exception | None = None
+
+
+class EventlogCore:
+    def __init__(self, store: EventStore, readiness: Readiness) -> None:
+        self.store = store
+        self.readiness = readiness
+        self.counters = Counters()
+        self.codec: Codec[Any] = Codec(EventlogRequest)
+
+    def decode(self, frame: bytes) -> Any:
+        return self.codec.decode(frame)
+
+    def validate_append(self, request: Append) -> ErrorReply | None:
+        for env in request.events:
+            if env.seq is not None:
+                return ErrorReply(code="bad_request", request_id=request.request_id,
+                                  message=f"event {env.msg_id} carries seq {env.seq}; leave seq unset, the eventlog assigns it")
+            if not env.msg_id or len(env.msg_id) > 200:
+                return ErrorReply(code="bad_request", request_id=request.request_id,
+                                  message="every event needs a msg_id of 1-200 characters")
+        return None
+
+    def commit(self, pending: list[PendingAppend]) -> CommitOutcome:
+        """Commit every pending append in one transaction (group commit)."""
+        outcome = CommitOutcome()
+        if not pending:
+            return outcome
+        envelopes = [env for p in pending for env in p.request.events]
+        try:
+            results = self.store.append_batch(envelopes)
+        except Exception as exc:  # disk full, I/O error: tell every waiter, keep serving
+            for p in pending:
+                outcome.replies.append((p.origin, ErrorReply(
+                    code="unavailable", request_id=p.request.request_id,
+                    message=f"the event log could not commit: {exc}; retry later")))
+            outcome.error = exc
+            return outcome
+        self.counters.commits_total += 1
+        self.counters.appends_total += len(envelopes)
+        index = 0
+        for p in pending:
+            chunk = results[index:index + len(p.request.events)]
+            index += len(p.request.events)
+            outcome.replies.append((p.origin, Appended(
+                request_id=p.request.request_id,
+                seqs=[r.seq for r in chunk], duplicates=[r.duplicate for r in chunk])))
+            for env, result in zip(p.request.events, chunk):
+                if result.stored is not None:
+                    outcome.published.append(result.stored)
+                    outcome.types.append(env.type)
+        return outcome
+
+    def handle_read(self, request: Any) -> Any:
+        """Answer a request that does not write: Replay, GetStats, Ping."""
+        match request:
+            case Replay(after_seq=after, limit=limit, types=types, request_id=rid):
+                if after < 0 or limit < 1:
+                    return ErrorReply(code="bad_request", request_id=rid,
+                                      message="replay needs after_seq >= 0 and limit >= 1")
+                events, head = self.store.replay(after, min(limit, MAX_REPLAY_LIMIT), types)
+                return ReplayBatch(request_id=rid, events=events, head_seq=head)
+            case GetStats(request_id=rid):
+                s = store_mod.stats(self.store._conn, self.store.db_path)
+                return LogStats(request_id=rid, appends_total=self.counters.appends_total,
+                                commits_total=self.counters.commits_total,
+                                dropped_frames=self.counters.dropped_frames, **s)  # type: ignore[arg-type]
+            case Ping(request_id=rid):
+                self.readiness.details["head_seq"] = str(self.store.head_seq)
+                return self.readiness.pong(rid)
+        return ErrorReply(code="bad_request", message=f"unsupported request {type(request).__name__}")
+
+
+def malformed_reply(exc: ProtocolError) -> ErrorReply:
+    return ErrorReply(code=exc.code, message=f"{exc}; send a msgpack-encoded request from protocol.eventlog_api")
+
+
+def now_ms() -> float:
+    return time.perf_counter() * 1000

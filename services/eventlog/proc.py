@@ -1,0 +1,190 @@
+"""The eventlog process: owns events.db, binds events.in / events.ctl / events.pub.
+
+One thread, one poll loop. Each round drains every frame already waiting on
+PULL and ROUTER (up to ``group_commit_max`` events), commits all appends in
+one transaction — one fsync for a whole burst — then acknowledges and
+publishes them in seq order, then answers reads (which thus see the appends
+of the same round).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import zmq
+
+from protocol.codec import ProtocolError, encode
+from protocol.envelope import new_envelope
+from protocol.eventlog_api import Append
+from protocol.events import ServiceStarted
+from protocol.service_api import ErrorReply
+from services.common.config import Config
+from services.common.daemon import VERSION, InstanceLock, Readiness, ShutdownFlag
+from services.common.logging import get_logger
+from services.common.paths import Paths
+from services.common.zmqio import bind_pub, bind_pull, bind_router
+from services.eventlog.core import EventlogCore, PendingAppend, malformed_reply
+from services.eventlog.store import EventStore
+
+log = get_logger("eventlog")
+
+POLL_TIMEOUT_MS = 200
+
+
+class EventlogServer:
+    def __init__(self, paths: Paths, config: Config, ctx: zmq.Context | None = None) -> None:
+        self.paths = paths
+        self.config = config
+        self.ctx = ctx or zmq.Context.instance()
+        self.readiness = Readiness("eventlog")
+        self.store = EventStore(paths.events_db, hash_chain=config.eventlog.hash_chain)
+        self.core = EventlogCore(self.store, self.readiness)
+        self.pull = bind_pull(self.ctx, paths.endpoint("events.in"))
+        self.router = bind_router(self.ctx, paths.endpoint("events.ctl"))
+        self.pub = bind_pub(self.ctx, paths.endpoint("events.pub"))
+
+    def close(self) -> None:
+        for sock in (self.pull, self.router, self.pub):
+            sock.close()
+        self.store.close()
+
+    def announce_start(self) -> None:
+        env = new_envelope(ServiceStarted(service="eventlog", pid=__import__("os").getpid(),
+                                          version=VERSION), source="eventlog")
+        self._commit_and_publish([PendingAppend(None, Append(events=[env]))])
+        self.readiness.ready = True
+        log.info("eventlog.ready", head_seq=self.store.head_seq, db=str(self.paths.events_db))
+
+    def serve(self, stop: ShutdownFlag) -> None:
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        poller.register(self.router, zmq.POLLIN)
+        while not stop.is_set():
+            if not poller.poll(POLL_TIMEOUT_MS):
+                continue
+            pending, reads = self._drain()
+            self._commit_and_publish(pending)
+            for origin, request in reads:
+                self._reply(origin, self._answer_read(request))
+
+    def _drain(self) -> tuple[list[PendingAppend], list[tuple[bytes, Any]]]:
+        pending: list[PendingAppend] = []
+        reads: list[tuple[bytes, Any]] = []
+        budget = self.config.eventlog.group_commit_max
+        progressed = True
+        while budget > 0 and progressed:
+            progressed = False
+            try:
+                frame = self.pull.recv(zmq.NOBLOCK)
+                progressed = True
+                budget -= self._take_pull(frame, pending)
+            except zmq.Again:
+                pass
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+                progressed = True
+                budget -= self._take_router(frames, pending, reads)
+            except zmq.Again:
+                pass
+        return pending, reads
+
+    def _take_pull(self, frame: bytes, pending: list[PendingAppend]) -> int:
+        try:
+            request = self.core.decode(frame)
+        except ProtocolError as exc:
+            self._drop("events.in", str(exc))
+            return 0
+        if not isinstance(request, Append) or self.core.validate_append(request):
+            self._drop("events.in", f"only valid append requests are accepted, got {type(request).__name__}")
+            return 0
+        pending.append(PendingAppend(None, request))
+        return len(request.events)
+
+    def _take_router(self, frames: list[bytes], pending: list[PendingAppend],
+                     reads: list[tuple[bytes, Any]]) -> int:
+        ident = frames[0]
+        if len(frames) != 2:
+            self._reply(ident, ErrorReply(code="malformed", message="send exactly one frame per request"))
+            return 0
+        try:
+            request = self.core.decode(frames[1])
+        except ProtocolError as exc:
+            self.core.counters.error_replies += 1
+            self._reply(ident, malformed_reply(exc))
+            return 0
+        if isinstance(request, Append):
+            error = self.core.validate_append(request)
+            if error:
+                self._reply(ident, error)
+                return 0
+            pending.append(PendingAppend(ident, request))
+            return len(request.events)
+        reads.append((ident, request))
+        return 0
+
+    def _commit_and_publish(self, pending: list[PendingAppend]) -> None:
+        if not pending:
+            return
+        started = time.perf_counter()
+        outcome = self.core.commit(pending)
+        if outcome.error is not None:
+            log.error("eventlog.commit_failed", error=str(outcome.error), events=sum(len(p.request.events) for p in pending))
+        for stored, type_ in zip(outcome.published, outcome.types):
+            self.pub.send_multipart([type_.encode(), encode(stored)])
+        for origin, reply in outcome.replies:
+            if origin is not None:
+                self._reply(origin, reply)
+        if outcome.published:
+            log.debug("eventlog.committed", events=len(outcome.published),
+                      head_seq=self.store.head_seq,
+                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
+
+    def _answer_read(self, request: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            reply = self.core.handle_read(request)
+        except Exception as exc:  # a broken query must not kill the log
+            log.exception("eventlog.read_failed", request=type(request).__name__)
+            reply = ErrorReply(code="internal", request_id=getattr(request, "request_id", ""),
+                               message=f"eventlog failed to answer: {exc}")
+        log.debug("eventlog.handled", type=type(request).__name__, status=type(reply).__name__,
+                  duration_ms=round((time.perf_counter() - started) * 1000, 2))
+        return reply
+
+    def _reply(self, ident: bytes, reply: Any) -> None:
+        try:
+            self.router.send_multipart([ident, encode(reply)])
+        except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY) or stuck: its loss
+            log.info("eventlog.reply_undeliverable", error=str(exc))
+
+    def _drop(self, socket_name: str, reason: str) -> None:
+        self.core.counters.dropped_frames += 1
+        log.warning("eventlog.frame_dropped", socket=socket_name, reason=reason,
+                    dropped_total=self.core.counters.dropped_frames)
+
+
+def run(paths: Paths, config: Config) -> int:
+    stop = ShutdownFlag().install()
+    paths.ensure()
+    lock = InstanceLock(paths, "eventlog").acquire()
+    server = EventlogServer(paths, config)
+    try:
+        server.announce_start()
+        server.serve(stop)
+    finally:
+        server.close()
+        lock.release()
+    log.info("eventlog.stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from services.common.entry import run_service
+
+    return run_service("eventlog", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""The append-only event store: SQLite in WAL mode, one writer.
+
+Why SQLite: atomic commit that is among the most tested code there is, in the
+standard library, and queryable for audits. Guarantees:
+
+- ``seq`` is the INTEGER PRIMARY KEY, assigned here as head+1 inside the write
+  transaction; no AUTOINCREMENT (with INSERT OR IGNORE it burns numbers, and
+  then a gap no longer means a loss). Rows are never deleted, so seq is
+  gap-free.
+- ``event_id`` is UNIQUE: re-appending an event returns its existing seq.
+- ``synchronous=FULL`` (+ ``fullfsync`` on macOS): a committed append
+  survives power loss. Many appends share one transaction (group commit).
+- Triggers refuse UPDATE and DELETE.
+- Optional hash chain: each row's ``hash`` covers the previous row's hash and
+  the row's content (through ``body_sha256``), so ``verify`` can show the
+  history was not edited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from protocol.codec import encode
+from protocol.envelope import Envelope, StoredEnvelope
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    ts REAL NOT NULL,
+    source TEXT NOT NULL,
+    type TEXT NOT NULL,
+    parent_id TEXT,
+    v INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    hash TEXT
+);
+CREATE INDEX IF NOT EXISTS events_type_seq ON events(type, seq);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+GENESIS_HASH = "0" * 64
+
+
+class StoreError(Exception):
+    """The store refused an operation (bad envelope, unwritable database)."""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    seq: int
+    duplicate: bool
+    stored: StoredEnvelope | None  # None for duplicates (nothing new to publish)
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    count: int
+    head_seq: int
+    gaps: list[int] = field(default_factory=list)
+    bad_bodies: list[int] = field(default_factory=list)
+    bad_hashes: list[int] = field(default_factory=list)
+    hash_chain: bool = True
+
+
+def row_hash(prev_hash: str, seq: int, event_id: str, ts: float, source: str, type_: str,
+             parent_id: str | None, v: int, body_sha256: str) -> str:
+    """The chain hash of one row: covers the previous hash and every column."""
+    material = encode([prev_hash, seq, event_id, ts, source, type_, parent_id, v, body_sha256])
+    return hashlib.sha256(material).hexdigest()
+
+
+def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open the log; read-only connections are for audits (tail, export, verify)."""
+    if readonly:
+        uri = f"file:{db_path}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        if sys.platform == "darwin":
+            # Plain fsync on macOS does not reach the disk platter/flash.
+            conn.execute("PRAGMA fullfsync=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+class EventStore:
+    """Socket-free core of the eventlog daemon."""
+
+    def __init__(self, db_path: Path, *, hash_chain: bool = True) -> None:
+        self.db_path = db_path
+        self.hash_chain = hash_chain
+        self._conn = connect(db_path)
+        self._conn.executescript(SCHEMA)
+        self._head_seq, self._head_hash = self._read_head()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @property
+    def head_seq(self) -> int:
+        return self._head_seq
+
+    def _read_head(self) -> tuple[int, str]:
+        row = self._conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return 0, GENESIS_HASH
+        return row[0], row[1] or GENESIS_HASH
+
+    def append_batch(self, envelopes: Sequence[Envelope]) -> list[AppendResult]:
+        """Commit ``envelopes`` in order, in ONE transaction (one fsync).
+
+        Either all new events are committed or none (on error the head is
+        rolled back). Duplicates — by event id, within the log or the batch —
+        return the existing seq.
+        """
+        results: list[AppendResult] = []
+        head_seq, head_hash = self._head_seq, self._head_hash
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            seen: dict[str, int] = {}
+            for env in envelopes:
+                if env.seq is not None:
+                    raise StoreError(f"event {env.msg_id} already carries seq {env.seq}: only the eventlog assigns seq")
+                existing = seen.get(env.msg_id)
+                if existing is None:
+                    row = cur.execute("SELECT seq FROM events WHERE event_id = ?", (env.msg_id,)).fetchone()
+                    existing = row[0] if row else None
+                if existing is not None:
+                    results.append(AppendResult(existing, True, None))
+                    continue
+                head_seq += 1
+                body = encode(env.body)
+                body_sha = hashlib.sha256(body).hexdigest()
+                chained = (
+                    row_hash(head_hash, head_seq, env.msg_id, env.ts, env.source, env.type,
+                             env.parent_id, env.v, body_sha)
+                    if self.hash_chain else None
+                )
+                cur.execute(
+                    "INSERT INTO events (seq, event_id, ts, source, type, parent_id, v, body, body_sha256, hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (head_seq, env.msg_id, env.ts, env.source, env.type, env.parent_id, env.v,
+                     body, body_sha, chained),
+                )
+                head_hash = chained or head_hash
+                seen[env.msg_id] = head_seq
+                stored = StoredEnvelope(msg_id=env.msg_id, ts=env.ts, source=env.source,
+                                        body=msgspec.Raw(body), parent_id=env.parent_id,
+                                        seq=head_seq, v=env.v)
+                results.append(AppendResult(head_seq, False, stored))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        self._head_seq, self._head_hash = head_seq, head_hash
+        return results
+
+    def replay(self, after_seq: int, limit: int, types: Iterable[str] = ()) -> tuple[list[StoredEnvelope], int]:
+        """Events with seq > after_seq (oldest first), and the head seq, read consistently."""
+        return replay(self._conn, after_seq, limit, types)
+
+
+def replay(conn: sqlite3.Connection, after_seq: int, limit: int,
+           types: Iterable[str] = ()) -> tuple[list[StoredEnvelope], int]:
+    """Replay from any connection (the daemon's, or a read-only audit one)."""
+    types = list(types)
+    sql = "SELECT seq, event_id, ts, source, parent_id, v, body FROM events WHERE seq > ?"
+    params: list[object] = [after_seq]
+    if types:
+        sql += f" AND type IN ({','.join('?' * len(types))})"
+        params.extend(types)
+    sql += " ORDER BY seq LIMIT ?"
+    params.append(limit)
+    conn.execute("BEGIN")  # one snapshot for the rows and the head
+    try:
+        rows = conn.execute(sql, params).fetchall()
+        head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+    finally:
+        conn.execute("COMMIT")
+    events = [
+        StoredEnvelope(msg_id=r[1], ts=r[2], source=r[3], parent_id=r[4], v=r[5],
+                       body=msgspec.Raw(r[6]), seq=r[0])
+        for r in rows
+    ]
+    return events, head
+
+
+def stats(conn: sqlite3.Connection, db_path: Path) -> dict[str, object]:
+    by_type = dict(conn.execute("SELECT type, COUNT(*) FROM events GROUP BY type ORDER BY type").fetchall())
+    count, head, first_ts, last_ts = conn.execute(
+        "SELECT COUNT(*), COALESCE(MAX(seq), 0), MIN(ts), MAX(ts) FROM events"
+    ).fetchone()
+    size = sum(p.stat().st_size for p in db_path.parent.glob(db_path.name + "*") if p.is_file())
+    return {"count": count, "head_seq": head, "by_type": by_type, "db_bytes": size,
+            "first_ts": first_ts, "last_ts": last_ts}
+
+
+def verify(conn: sqlite3.Connection) -> VerifyReport:
+    """Check gap-free seq, body checksums and (if present) the hash chain."""
+    report = VerifyReport(ok=True, count=0, head_seq=0)
+    expected_seq = 1
+    prev_hash = GENESIS_HASH
+    chain_seen = False
+    rows = conn.execute(
+        "SELECT seq, event_id, ts, source, type, parent_id, v, body, body_sha256, hash FROM events ORDER BY seq"
+    )
+    for seq, event_id, ts, source, type_, parent_id, v, body, body_sha, chained in rows:
+        report.count += 1
+        report.head_seq = seq
+        if seq != expected_seq:
+            report.gaps.append(expected_seq)
+        expected_seq = seq + 1
+        if hashlib.sha256(body).hexdigest() != body_sha:
+            report.bad_bodies.append(seq)
+        if chained is not None:
+            chain_seen = True
+            if row_hash(prev_hash, seq, event_id, ts, source, type_, parent_id, v, body_sha) != chained:
+                report.bad_hashes.append(seq)
+            prev_hash = chained
+    report.hash_chain = chain_seen
+    report.ok = not (report.gaps or report.bad_bodies or report.bad_hashes)
+    return report
