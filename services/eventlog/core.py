@@ -6,6 +6,7 @@ decides everything else, so it is testable without ZeroMQ.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,14 @@ class EventlogCore:
             if not env.msg_id or len(env.msg_id) > 200:
                 return ErrorReply(code="bad_request", request_id=request.request_id,
                                   message="every event needs a msg_id of 1-200 characters")
+            # SQLite refuses these (NaN binds as NULL; ints are 64-bit signed):
+            # caught here, they never reach a group commit they would abort.
+            if not math.isfinite(env.ts):
+                return ErrorReply(code="bad_request", request_id=request.request_id,
+                                  message=f"event {env.msg_id} has ts {env.ts}; send seconds since the epoch")
+            if not 0 <= env.v < 2**63:
+                return ErrorReply(code="bad_request", request_id=request.request_id,
+                                  message=f"event {env.msg_id} has protocol version {env.v}; send protocol.PROTOCOL_VERSION")
         return None
 
     def commit(self, pending: list[PendingAppend]) -> CommitOutcome:
@@ -81,6 +90,10 @@ class EventlogCore:
         try:
             results = self.store.append_batch(envelopes)
         except Exception as exc:  # disk full, I/O error: tell every waiter, keep serving
+            if len(pending) > 1:
+                # One poisoned request must not fail (or, for PUSHed appends,
+                # silently lose) the others that shared its transaction.
+                return self._commit_each(pending)
             for p in pending:
                 outcome.replies.append((p.origin, ErrorReply(
                     code="unavailable", request_id=p.request.request_id,
@@ -100,6 +113,16 @@ class EventlogCore:
                 if result.stored is not None:
                     outcome.published.append(result.stored)
                     outcome.types.append(env.type)
+        return outcome
+
+    def _commit_each(self, pending: list[PendingAppend]) -> CommitOutcome:
+        outcome = CommitOutcome()
+        for p in pending:
+            single = self.commit([p])
+            outcome.replies.extend(single.replies)
+            outcome.published.extend(single.published)
+            outcome.types.extend(single.types)
+            outcome.error = outcome.error or single.error
         return outcome
 
     def handle_read(self, request: Any) -> Any:

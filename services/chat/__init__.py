@@ -1,0 +1,1 @@
+"""chat: serves the model (plus the current adapter) and logs every turn."""

@@ -1,0 +1,5 @@
+import sys
+
+from services.chat.proc import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Command-line clients: `circ` and `circ-chat`."""

@@ -1,0 +1,51 @@
+"""`circ`: manage circadian — daemons, the event log, models, health.
+
+Subcommand modules are imported only when used, so `circ --help` is instant
+and `circ log` never loads MLX.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from services.common.config import ConfigError
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "up": ("services.cli.cmd_daemons", "start the daemons under supervisord and wait until ready"),
+    "down": ("services.cli.cmd_daemons", "stop every daemon and supervisord"),
+    "status": ("services.cli.cmd_daemons", "show each daemon's state, pid, uptime and the last event"),
+    "doctor": ("services.cli.cmd_doctor", "check the machine: backend, BLAS speed, model, data, daemons"),
+    "log": ("services.cli.cmd_log", "read the event log: tail, export, verify, stats"),
+    "model": ("services.cli.cmd_model", "install or convert the chat model"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="circ", description="circadian: a local LLM that remembers your day.",
+        epilog="Chat with bin/circ-chat. CIRCADIAN_HOME selects the instance directory (default: the repo).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(name, command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except ConfigError as exc:
+        print(f"circ: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""`circ up`, `circ down`, `circ status`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import time
+
+from services.common.paths import Paths, current_paths
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "up":
+        parser.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                            help="seconds to wait for every daemon to be ready (default 300)")
+    if name == "down":
+        parser.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                            help="seconds to wait for a clean stop (default 60)")
+    if name == "status":
+        parser.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = current_paths()
+    return {"up": up, "down": down, "status": status}[args.command](paths, args)
+
+
+def _check_model() -> str | None:
+    """A missing model is the most common first-run error: say it before starting."""
+    from services.chat.proc import resolve_model_dir
+    from services.common.config import load_config
+    from services.models.validate import ModelError, validate_model_dir
+
+    model_dir = resolve_model_dir(load_config().chat.model)
+    try:
+        validate_model_dir(model_dir)
+    except ModelError as exc:
+        return f"{exc}"
+    return None
+
+
+def up(paths: Paths, args: argparse.Namespace) -> int:
+    from services.cli.daemons import ping
+    from services.cli.supervise import DAEMONS, Supervisor, SupervisorError
+
+    problem = _check_model()
+    if problem:
+        print(f"circ up: {problem}\n  install the embedded model with `circ model install`", file=sys.stderr)
+        return 1
+    supervisor = Supervisor(paths)
+    try:
+        supervisor.start()
+    except SupervisorError as exc:
+        print(f"circ up: {exc}", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + args.timeout
+    for daemon in DAEMONS:
+        announced = False
+        while True:
+            pong = ping(paths, daemon, timeout_s=1.0)
+            if pong is not None and pong.ready:
+                print(f"  {daemon:<9} ready (pid {pong.pid})", file=sys.stderr)
+                break
+            states = {p.name: p for p in supervisor.processes()}
+            state = states.get(daemon)
+            if state is not None and state.state in ("FATAL", "BACKOFF") and not (pong and not pong.ready):
+                log_file = paths.logs / f"{daemon}.log"
+                print(f"circ up: {daemon} failed to start ({state.state}: {state.description}); see {log_file}",
+                      file=sys.stderr)
+                _print_tail(log_file)
+                return 1
+            if time.monotonic() > deadline:
+                print(f"circ up: {daemon} not ready after {args.timeout:g} s; see {paths.logs / (daemon + '.log')}",
+                      file=sys.stderr)
+                return 1
+            if not announced:
+                print(f"  {daemon:<9} starting{' (loading the model)' if daemon == 'chat' else ''}...",
+                      file=sys.stderr)
+                announced = True
+            time.sleep(0.3)
+    print(f"circadian is up (home {paths.home}). Chat with bin/circ-chat; stop with `circ down`.",
+          file=sys.stderr)
+    return 0
+
+
+def _print_tail(log_file, lines: int = 5) -> None:
+    try:
+        for line in log_file.read_text(errors="replace").splitlines()[-lines:]:
+            print(f"    {line}", file=sys.stderr)
+    except OSError:
+        pass
+
+
+def down(paths: Paths, args: argparse.Namespace) -> int:
+    from services.cli.supervise import Supervisor, SupervisorError
+
+    supervisor = Supervisor(paths)
+    if not supervisor.is_running():
+        print("circadian is not running.", file=sys.stderr)
+        return 0
+    try:
+        supervisor.shutdown(args.timeout)
+    except SupervisorError as exc:
+        print(f"circ down: {exc}", file=sys.stderr)
+        return 1
+    print("circadian stopped.", file=sys.stderr)
+    return 0
+
+
+def last_event(paths: Paths) -> dict | None:
+    if not paths.events_db.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{paths.events_db}?mode=ro", uri=True, timeout=2)
+        row = conn.execute("SELECT seq, type, ts, source FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        conn.close()
+    except sqlite3.Error:
+        return None
+    return {"seq": row[0], "type": row[1], "ts": row[2], "source": row[3]} if row else None
+
+
+def collect_status(paths: Paths) -> dict:
+    from services.cli.daemons import ping
+    from services.cli.supervise import DAEMONS, Supervisor
+
+    supervisor = Supervisor(paths)
+    running = supervisor.is_running()
+    procs = {p.name: p for p in supervisor.processes()} if running else {}
+    daemons = {}
+    for name in DAEMONS:
+        proc = procs.get(name)
+        pong = ping(paths, name, timeout_s=1.0) if proc and proc.state == "RUNNING" else None
+        daemons[name] = {
+            "state": proc.state if proc else "STOPPED",
+            "pid": proc.pid if proc and proc.pid else None,
+            "uptime_s": round(proc.uptime_s, 1) if proc else 0.0,
+            "ready": bool(pong and pong.ready),
+            "details": dict(pong.details) if pong else {},
+        }
+    return {"home": str(paths.home), "supervisord": running, "daemons": daemons,
+            "last_event": last_event(paths)}
+
+
+def status(paths: Paths, args: argparse.Namespace) -> int:
+    report = collect_status(paths)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0 if report["supervisord"] else 3
+    print(f"home: {report['home']}")
+    if not report["supervisord"]:
+        print("supervisord: not running (start with `circ up`)")
+    for name, d in report["daemons"].items():
+        ready = "ready" if d["ready"] else "not ready"
+        pid = d["pid"] or "-"
+        print(f"  {name:<9} {d['state']:<9} pid {pid!s:<8} up {_duration(d['uptime_s']):<9} {ready}")
+    ev = report["last_event"]
+    if ev:
+        age = _duration(max(0.0, time.time() - ev["ts"]))
+        print(f"last event: #{ev['seq']} {ev['type']} from {ev['source']}, {age} ago")
+    else:
+        print("last event: none yet")
+    return 0 if report["supervisord"] else 3
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

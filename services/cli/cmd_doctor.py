@@ -1,0 +1,107 @@
+"""`circ doctor`: what this machine will do, and whether it is healthy.
+
+Shows the MLX backend, the BLAS in use with a quick GFLOP/s probe, the compute
+path chat will choose (float32 copy on CPU, 4-bit on Metal/CUDA), the model,
+the data directory and whether each daemon is up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import stat
+import sys
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--no-probe", action="store_true", help="skip the BLAS speed probe")
+
+
+def _compute_plan(backend: str, requested: str, blas_name: str) -> tuple[str, str]:
+    """What chat's compute=auto will choose here, without loading the model."""
+    if requested == "quantized" or (requested == "auto" and backend != "cpu"):
+        return "4bit", f"{backend} backend: keep the 4-bit weights (QLoRA)"
+    note = "" if blas_name != "reference" else " — but BLAS is the slow reference one: " \
+        "install OpenBLAS (`apt-get install libopenblas0-pthread`) for ~10-25x faster float32 math"
+    return "float32", f"cpu backend: dequantized float32 compute copy through BLAS{note}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from services.common.blas import preload_openblas
+
+    blas = preload_openblas()  # before anything imports mlx
+    from services.chat.proc import resolve_model_dir
+    from services.cli.cmd_daemons import collect_status
+    from services.common.blas import probe_gflops
+    from services.common.config import load_config
+    from services.common.paths import current_paths
+    from services.models.compute import current_backend
+    from services.models.validate import ModelError, validate_model_dir
+
+    import mlx.core as mx
+
+    config = load_config()
+    paths = current_paths()
+    backend = current_backend()
+    weights, why = _compute_plan(backend, config.chat.compute, blas.name)
+    model_dir = resolve_model_dir(config.chat.model)
+    try:
+        validate_model_dir(model_dir)
+        model_state = "ok"
+    except ModelError as exc:
+        model_state = str(exc)
+    run_mode = None
+    if paths.run.exists():
+        run_mode = oct(stat.S_IMODE(paths.run.stat().st_mode))
+    status = collect_status(paths)
+    report = {
+        "platform": f"{platform.system()} {platform.machine()}, python {platform.python_version()}, "
+                    f"{os.cpu_count()} cpus",
+        "mlx": {"version": mx.__version__, "backend": backend},
+        "blas": {"name": blas.name, "path": blas.path, "reason": blas.reason,
+                 "gflops_f32_512": None if args.no_probe else round(probe_gflops(), 1)},
+        "compute": {"configured": config.chat.compute, "chosen": weights, "reason": why},
+        "model": {"setting": config.chat.model, "path": str(model_dir), "state": model_state},
+        "data": {"home": str(paths.home), "events_db": str(paths.events_db),
+                 "events_db_exists": paths.events_db.exists(), "run_dir": str(paths.run), "run_dir_mode": run_mode},
+        "daemons": {name: {"state": d["state"], "ready": d["ready"], "pid": d["pid"]}
+                    for name, d in status["daemons"].items()},
+    }
+    problems = []
+    if model_state != "ok":
+        problems.append(f"model: {model_state} — run `circ model install`")
+    if backend == "cpu" and blas.name == "reference":
+        problems.append("BLAS: the wheel's reference BLAS is slow — install OpenBLAS "
+                        "(`apt-get install libopenblas0-pthread`); everything still works, just slower")
+    if run_mode not in (None, "0o700"):
+        problems.append(f"run directory {paths.run} has mode {run_mode}; it must be 0700")
+    report["problems"] = problems
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0 if model_state == "ok" else 1
+    _print_report(report)
+    return 0 if model_state == "ok" else 1
+
+
+def _print_report(r: dict) -> None:
+    gflops = r["blas"]["gflops_f32_512"]
+    speed = f", {gflops} GFLOP/s float32 matmul" if gflops is not None else ""
+    lines = [
+        f"platform  {r['platform']}",
+        f"mlx       {r['mlx']['version']}, backend {r['mlx']['backend']}",
+        f"blas      {r['blas']['name']}{speed} ({r['blas']['reason']})",
+        f"compute   {r['compute']['chosen']} (config: {r['compute']['configured']}): {r['compute']['reason']}",
+        f"model     {r['model']['path']}: {r['model']['state']}",
+        f"data      {r['data']['home']} (log {'present' if r['data']['events_db_exists'] else 'not created yet'}; "
+        f"run dir {r['data']['run_dir']} {r['data']['run_dir_mode'] or 'not created yet'})",
+    ]
+    for name, d in r["daemons"].items():
+        lines.append(f"daemon    {name:<9} {d['state']}{', ready' if d['ready'] else ''}"
+                     f"{', pid ' + str(d['pid']) if d['pid'] else ''}")
+    for problem in r["problems"]:
+        lines.append(f"PROBLEM   {problem}")
+    print("\n".join(lines))
+    sys.stdout.flush()
