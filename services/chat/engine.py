@@ -73,6 +73,13 @@ class ChatEngine:
         # Created here, on the owner thread: MLX streams are per-thread.
         self.stream = mx.new_stream(mx.default_device())
 
+    def warm_up(self) -> None:
+        """Run one tiny generation so the first real turn does not pay for MLX's first-use setup."""
+        cache = make_prompt_cache(self.model)
+        tokens = self.tokenizer.encode("Hello")
+        for _ in generate_step(mx.array(tokens), self.model, self.stream, max_tokens=2, prompt_cache=cache):
+            pass
+
     # -- sessions -------------------------------------------------------
     def _session(self, request: TurnRequest) -> Session:
         session = self.sessions.get(request.session_id)

@@ -214,6 +214,7 @@ class ChatServer:
         engine = ChatEngine(model, tokenizer, model_name=model_dir.name, config=self.config.chat,
                             history_loader=LogHistory(self.paths, self.ctx))
         adapter_event = self._load_current_adapter(engine)
+        engine.warm_up()
         details = {"model": model_dir.name, "backend": info.backend, "weights": info.weights,
                    "compute_reason": info.reason, "blas": blas.name,
                    "load_s": f"{time.perf_counter() - started:.2f}",
@@ -316,6 +317,9 @@ class ChatServer:
 
 
 def run(paths: Paths, config: Config) -> int:
+    from services.common.blas import preload_openblas
+
+    preload_openblas()  # before anything in this process imports mlx
     stop = ShutdownFlag().install()
     paths.ensure()
     lock = InstanceLock(paths, "chat").acquire()
