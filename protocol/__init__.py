@@ -1,6 +1,6 @@
 """circadian's wire protocol: every message shape that crosses a process boundary.
 
-Rules (see docs/PROTOCOL.md):
+Rules (see README.md, "Protocol"):
 - Structs are frozen, keyword-only and tagged with an explicit string tag.
   Events are past tense (``chat.turn_completed``), commands imperative
   (``append``, ``replay``).

@@ -21,11 +21,13 @@ from protocol.service_api import ErrorReply, Ping, Pong
 MAX_MESSAGE_CHARS = 32_000
 
 
+# msgspec applies kw_only only to the fields a class itself defines (frozen is
+# inherited): every subclass repeats kw_only=True.
 class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     pass
 
 
-class SendMessage(_Msg, tag="send_message"):
+class SendMessage(_Msg, tag="send_message", kw_only=True):
     """Send one user message and stream the reply.
 
     ``request_id`` is chosen by the client and makes a resend safe: the turn
@@ -42,13 +44,13 @@ class SendMessage(_Msg, tag="send_message"):
     system_prompt: str | None = None
 
 
-class CancelChat(_Msg, tag="cancel_chat"):
+class CancelChat(_Msg, tag="cancel_chat", kw_only=True):
     """Stop generating the reply to ``request_id``; the partial turn is logged."""
 
     request_id: str
 
 
-class ChatStarted(_Msg, tag="chat_started"):
+class ChatStarted(_Msg, tag="chat_started", kw_only=True):
     """Generation began. ``turn_index`` counts from 0 within the session."""
 
     request_id: str
@@ -57,14 +59,14 @@ class ChatStarted(_Msg, tag="chat_started"):
     adapter_id: str | None = None
 
 
-class ChatDelta(_Msg, tag="chat_delta"):
+class ChatDelta(_Msg, tag="chat_delta", kw_only=True):
     """The next piece of the reply's text."""
 
     request_id: str
     text: str
 
 
-class ChatFinished(_Msg, tag="chat_finished"):
+class ChatFinished(_Msg, tag="chat_finished", kw_only=True):
     """The turn is complete and committed to the event log as ``seq``."""
 
     request_id: str

@@ -23,11 +23,13 @@ from protocol.service_api import ErrorReply, Ping, Pong
 MAX_REPLAY_LIMIT = 5000
 
 
+# msgspec applies kw_only only to the fields a class itself defines (frozen is
+# inherited): every subclass repeats kw_only=True.
 class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     pass
 
 
-class Append(_Msg, tag="append"):
+class Append(_Msg, tag="append", kw_only=True):
     """Append events to the log, in order.
 
     Sender: any service. Receiver guarantee: when :class:`Appended` comes
@@ -41,7 +43,7 @@ class Append(_Msg, tag="append"):
     request_id: str = ""
 
 
-class Appended(_Msg, tag="appended"):
+class Appended(_Msg, tag="appended", kw_only=True):
     """Reply to :class:`Append`: one seq per event, in request order."""
 
     request_id: str
@@ -49,7 +51,7 @@ class Appended(_Msg, tag="appended"):
     duplicates: list[bool]
 
 
-class Replay(_Msg, tag="replay"):
+class Replay(_Msg, tag="replay", kw_only=True):
     """Ask for committed events with ``seq > after_seq``, oldest first.
 
     ``types`` filters by exact tag (empty: all). At most ``limit`` events
@@ -62,7 +64,7 @@ class Replay(_Msg, tag="replay"):
     request_id: str = ""
 
 
-class ReplayBatch(_Msg, tag="replay_batch"):
+class ReplayBatch(_Msg, tag="replay_batch", kw_only=True):
     """Reply to :class:`Replay`. ``head_seq`` is the newest seq in the log."""
 
     request_id: str
@@ -70,13 +72,13 @@ class ReplayBatch(_Msg, tag="replay_batch"):
     head_seq: int
 
 
-class GetStats(_Msg, tag="get_stats"):
+class GetStats(_Msg, tag="get_stats", kw_only=True):
     """Ask for the log's size and shape."""
 
     request_id: str = ""
 
 
-class LogStats(_Msg, tag="log_stats"):
+class LogStats(_Msg, tag="log_stats", kw_only=True):
     """Reply to :class:`GetStats`."""
 
     request_id: str

@@ -13,11 +13,13 @@ from typing import Union
 import msgspec
 
 
+# msgspec applies kw_only only to the fields a class itself defines (frozen is
+# inherited): every event repeats kw_only=True.
 class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Base of all events; ``type`` on the wire is the event's tag."""
 
 
-class ChatTurnCompleted(_Event, tag="chat.turn_completed"):
+class ChatTurnCompleted(_Event, tag="chat.turn_completed", kw_only=True):
     """One user message and the assistant's full reply.
 
     Sender: chat, after the reply finished (or was cancelled or hit the token
@@ -40,9 +42,17 @@ class ChatTurnCompleted(_Event, tag="chat.turn_completed"):
     tokens_per_s: float = 0.0
     finish_reason: str = "stop"  # stop | length | cancelled
     system_prompt: str | None = None
+    # Memory recall for this turn: ok | off | unavailable | timeout | error.
+    recall_status: str = "off"
+    recalled_ids: list[str] = []
+    recall_ms: float = 0.0
+    # Set by ingest for turns imported from a file rather than chatted.
+    imported_from: str | None = None
+    # True once `circ forget` erased this turn's text (an audited tombstone).
+    erased: bool = False
 
 
-class ServiceStarted(_Event, tag="service.started"):
+class ServiceStarted(_Event, tag="service.started", kw_only=True):
     """A daemon finished starting and is ready to serve.
 
     Sender: every daemon, once per start. Consumers: ``circ status``, audits
@@ -55,7 +65,7 @@ class ServiceStarted(_Event, tag="service.started"):
     details: dict[str, str] = {}
 
 
-class ServiceFailed(_Event, tag="service.failed"):
+class ServiceFailed(_Event, tag="service.failed", kw_only=True):
     """A daemon hit a fatal error and is exiting non-zero for supervisord.
 
     Sender: the failing daemon, best effort (the log may itself be down).
@@ -67,7 +77,7 @@ class ServiceFailed(_Event, tag="service.failed"):
     detail: str = ""
 
 
-class AdapterReloaded(_Event, tag="adapter.reloaded"):
+class AdapterReloaded(_Event, tag="adapter.reloaded", kw_only=True):
     """chat switched the adapter it serves (or loaded one at start).
 
     Sender: chat, after the swap, between requests. ``adapter_id`` None means
@@ -80,7 +90,94 @@ class AdapterReloaded(_Event, tag="adapter.reloaded"):
     reason: str = "startup"
 
 
-Event = Union[ChatTurnCompleted, ServiceStarted, ServiceFailed, AdapterReloaded]
+class MemoryStored(_Event, tag="memory.stored", kw_only=True):
+    """ingest filed a turn in memory.
+
+    Sender: ingest, once per handled ``chat.turn_completed`` (msg_id derives
+    from the turn's seq, so a replay after a crash is logged once).
+    ``route``: lora | rag | both — where the memory may be used; ``reason``
+    says why, ``score`` is the router's confidence. Counts per redaction type
+    are in ``redactions``; the memory text itself is never in the log twice.
+    """
+
+    turn_seq: int
+    memory_ids: list[str]
+    route: str
+    score: float
+    reason: str
+    session_id: str = ""
+    tags: list[str] = []
+    redactions: dict[str, int] = {}
+    chunks: int = 1
+
+
+class MemorySkipped(_Event, tag="memory.skipped", kw_only=True):
+    """ingest decided a turn is not worth remembering (small talk, empty,
+    duplicate, ``#private``). Sender: ingest, once per such turn."""
+
+    turn_seq: int
+    reason: str
+    score: float = 0.0
+    session_id: str = ""
+    tags: list[str] = []
+    redactions: dict[str, int] = {}
+    duplicate_of: str | None = None
+
+
+class MemoryFailed(_Event, tag="memory.failed", kw_only=True):
+    """ingest could not handle a turn (or an inbox file); the daemon goes on.
+
+    ``stage``: decode | redact | route | embed | index | import.
+    """
+
+    stage: str
+    error: str
+    turn_seq: int = 0
+    detail: str = ""
+
+
+class MemoryForgotten(_Event, tag="memory.forgotten", kw_only=True):
+    """The user asked to forget memories. Sender: ingest, after removing them
+    from the index. Receivers: the eventlog erases the source turns' text
+    (leaving an audited tombstone); the trainer excludes them from every
+    future training set."""
+
+    memory_ids: list[str]
+    turn_seqs: list[int]
+    reason: str = "user request"
+
+
+class InboxImported(_Event, tag="inbox.imported", kw_only=True):
+    """ingest imported a conversation file; its turns precede this event."""
+
+    file: str
+    sha256: str
+    turns: int
+    first_seq: int = 0
+    last_seq: int = 0
+
+
+class InboxRejected(_Event, tag="inbox.rejected", kw_only=True):
+    """An inbox file could not be imported; nothing of it was. It was moved
+    to ``data/inbox/rejected/`` with the reason beside it."""
+
+    file: str
+    reason: str
+    sha256: str = ""
+
+
+Event = Union[
+    ChatTurnCompleted,
+    ServiceStarted,
+    ServiceFailed,
+    AdapterReloaded,
+    MemoryStored,
+    MemorySkipped,
+    MemoryFailed,
+    MemoryForgotten,
+    InboxImported,
+    InboxRejected,
+]
 
 EVENT_TYPES: tuple[type, ...] = Event.__args__  # type: ignore[attr-defined]
 

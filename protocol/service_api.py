@@ -10,17 +10,19 @@ from __future__ import annotations
 import msgspec
 
 
+# msgspec applies kw_only only to the fields a class itself defines (frozen is
+# inherited): every subclass repeats kw_only=True.
 class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     pass
 
 
-class Ping(_Msg, tag="ping"):
+class Ping(_Msg, tag="ping", kw_only=True):
     """Ask a daemon whether it is up and ready. Any client may send it."""
 
     request_id: str = ""
 
 
-class Pong(_Msg, tag="pong"):
+class Pong(_Msg, tag="pong", kw_only=True):
     """Reply to :class:`Ping`: who answered and how it is doing.
 
     ``ready`` is False while the daemon is still starting (chat loading its
@@ -36,7 +38,7 @@ class Pong(_Msg, tag="pong"):
     details: dict[str, str] = {}
 
 
-class ErrorReply(_Msg, tag="error"):
+class ErrorReply(_Msg, tag="error", kw_only=True):
     """A request failed. ``code`` is machine-readable, ``message`` says what to do.
 
     Codes: ``malformed`` (undecodable frame), ``too_large``, ``bad_request``

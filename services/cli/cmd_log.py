@@ -129,8 +129,9 @@ def verify(conn, paths: Paths, args: argparse.Namespace) -> int:
     report = verify_log(conn)
     chain = "hash chain intact" if report.hash_chain and not report.bad_hashes else (
         "no hash chain" if not report.hash_chain else f"hash chain BROKEN at seq {report.bad_hashes[:5]}")
+    erased = f"; {len(report.erased)} turn(s) erased by forget (audited tombstones)" if report.erased else ""
     if report.ok:
-        print(f"ok: {report.count} events, seq 1..{report.head_seq} without gaps, checksums match, {chain}")
+        print(f"ok: {report.count} events, seq 1..{report.head_seq} without gaps, checksums match, {chain}{erased}")
         return 0
     print(f"FAILED: {report.count} events; gaps before seq {report.gaps[:10]}; "
           f"bad checksums at {report.bad_bodies[:10]}; {chain}", file=sys.stderr)

@@ -29,6 +29,9 @@ import msgspec
 
 from protocol.codec import encode
 from protocol.envelope import Envelope, StoredEnvelope
+from protocol.events import ChatTurnCompleted, MemoryForgotten
+
+_turn_decoder = msgspec.msgpack.Decoder(ChatTurnCompleted)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -44,12 +47,32 @@ CREATE TABLE IF NOT EXISTS events (
     hash TEXT
 );
 CREATE INDEX IF NOT EXISTS events_type_seq ON events(type, seq);
-CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- The one audited exception to append-only: erasing a forgotten turn's text.
+-- A row here (written in the same transaction as the memory.forgotten event
+-- that asked for it) is what permits rewriting that one row's body.
+CREATE TABLE IF NOT EXISTS erasures (
+    seq INTEGER PRIMARY KEY REFERENCES events(seq),
+    erased_by TEXT NOT NULL,
+    erased_at REAL NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS erasures_no_update BEFORE UPDATE ON erasures
+BEGIN SELECT RAISE(ABORT, 'erasures are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS erasures_no_delete BEFORE DELETE ON erasures
+BEGIN SELECT RAISE(ABORT, 'erasures are append-only'); END;
+DROP TRIGGER IF EXISTS events_no_update;
+CREATE TRIGGER IF NOT EXISTS events_update_only_erasure BEFORE UPDATE ON events
+WHEN NOT EXISTS (SELECT 1 FROM erasures WHERE seq = OLD.seq)
+    OR NEW.seq IS NOT OLD.seq OR NEW.event_id IS NOT OLD.event_id OR NEW.ts IS NOT OLD.ts
+    OR NEW.source IS NOT OLD.source OR NEW.type IS NOT OLD.type OR NEW.parent_id IS NOT OLD.parent_id
+    OR NEW.v IS NOT OLD.v OR NEW.body_sha256 IS NOT OLD.body_sha256 OR NEW.hash IS NOT OLD.hash
+BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
 """
+
+# Event types whose text an erasure blanks (the only ones holding what a user said).
+ERASABLE_TYPES = ("chat.turn_completed",)
 
 GENESIS_HASH = "0" * 64
 
@@ -73,6 +96,7 @@ class VerifyReport:
     gaps: list[int] = field(default_factory=list)
     bad_bodies: list[int] = field(default_factory=list)
     bad_hashes: list[int] = field(default_factory=list)
+    erased: list[int] = field(default_factory=list)  # audited erasures (forget)
     hash_chain: bool = True
 
 
@@ -93,6 +117,8 @@ def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        # Erased text must not linger in free pages.
+        conn.execute("PRAGMA secure_delete=ON")
         if sys.platform == "darwin":
             # Plain fsync on macOS does not reach the disk platter/flash.
             conn.execute("PRAGMA fullfsync=ON")
@@ -133,6 +159,7 @@ class EventStore:
         results: list[AppendResult] = []
         head_seq, head_hash = self._head_seq, self._head_hash
         cur = self._conn.cursor()
+        erased = 0
         cur.execute("BEGIN IMMEDIATE")
         try:
             seen: dict[str, int] = {}
@@ -162,6 +189,8 @@ class EventStore:
                 )
                 head_hash = chained or head_hash
                 seen[env.msg_id] = head_seq
+                if isinstance(env.body, MemoryForgotten):
+                    erased += erase_turns(cur, env.body.turn_seqs, env.msg_id, env.ts)
                 stored = StoredEnvelope(msg_id=env.msg_id, ts=env.ts, source=env.source,
                                         body=msgspec.Raw(body), parent_id=env.parent_id,
                                         seq=head_seq, v=env.v)
@@ -171,11 +200,40 @@ class EventStore:
             cur.execute("ROLLBACK")
             raise
         self._head_seq, self._head_hash = head_seq, head_hash
+        if erased:
+            # Move the rewritten pages out of the WAL so the old text is gone from disk.
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return results
 
     def replay(self, after_seq: int, limit: int, types: Iterable[str] = ()) -> tuple[list[StoredEnvelope], int]:
         """Events with seq > after_seq (oldest first), and the head seq, read consistently."""
         return replay(self._conn, after_seq, limit, types)
+
+
+def erase_turns(cur: sqlite3.Cursor, seqs: Iterable[int], by_event_id: str, at: float) -> int:
+    """Blank the text of the chat turns ``seqs`` (the audited exception to append-only).
+
+    The body becomes a tombstone of the same type (texts empty, ``erased``
+    set), so every consumer still decodes it; ``body_sha256`` and the chain
+    hash keep the original's values, and ``erasures`` records who asked.
+    Returns how many rows were erased now (already-erased rows are skipped).
+    """
+    count = 0
+    for seq in sorted(set(seqs)):
+        row = cur.execute("SELECT type, body FROM events WHERE seq = ?", (seq,)).fetchone()
+        if row is None or row[0] not in ERASABLE_TYPES:
+            continue
+        if cur.execute("SELECT 1 FROM erasures WHERE seq = ?", (seq,)).fetchone():
+            continue
+        try:
+            turn = _turn_decoder.decode(row[1])
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            continue
+        tombstone = msgspec.structs.replace(turn, user_text="", assistant_text="", system_prompt=None, erased=True)
+        cur.execute("INSERT INTO erasures (seq, erased_by, erased_at) VALUES (?, ?, ?)", (seq, by_event_id, at))
+        cur.execute("UPDATE events SET body = ? WHERE seq = ?", (encode(tombstone), seq))
+        count += 1
+    return count
 
 
 def replay(conn: sqlite3.Connection, after_seq: int, limit: int,
@@ -219,6 +277,10 @@ def verify(conn: sqlite3.Connection) -> VerifyReport:
     expected_seq = 1
     prev_hash = GENESIS_HASH
     chain_seen = False
+    try:
+        erased = {r[0] for r in conn.execute("SELECT seq FROM erasures")}
+    except sqlite3.OperationalError:  # a log from before erasures existed
+        erased = set()
     rows = conn.execute(
         "SELECT seq, event_id, ts, source, type, parent_id, v, body, body_sha256, hash FROM events ORDER BY seq"
     )
@@ -228,7 +290,9 @@ def verify(conn: sqlite3.Connection) -> VerifyReport:
         if seq != expected_seq:
             report.gaps.append(expected_seq)
         expected_seq = seq + 1
-        if hashlib.sha256(body).hexdigest() != body_sha:
+        if seq in erased:
+            report.erased.append(seq)  # the body is a tombstone; the chain still covers the original
+        elif hashlib.sha256(body).hexdigest() != body_sha:
             report.bad_bodies.append(seq)
         if chained is not None:
             chain_seen = True

@@ -1,0 +1,1 @@
+"""ingest: redact, route, embed and recall memories of chat turns."""
