@@ -42,6 +42,9 @@ class SendMessage(_Msg, tag="send_message", kw_only=True):
     temperature: float | None = None
     top_p: float | None = None
     system_prompt: str | None = None
+    # Consult memory (ingest's recall) for this turn; chat's config decides
+    # whether recall is on at all.
+    recall: bool = True
 
 
 class CancelChat(_Msg, tag="cancel_chat", kw_only=True):

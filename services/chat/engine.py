@@ -25,6 +25,30 @@ from services.common.config import ChatConfig
 HistoryLoader = Callable[[str], list[tuple[str, str]]]
 
 
+@dataclass(frozen=True)
+class RecallOutcome:
+    status: str  # ok | off | unavailable | timeout | error
+    memories: list[tuple[str, str]]  # (memory_id, text)
+    duration_ms: float = 0.0
+
+
+Recaller = Callable[[str], RecallOutcome]
+MEMORY_PREAMBLE = "Things the user told you earlier (use them if relevant):"
+
+
+def with_memories(message: str, memories: list[tuple[str, str]]) -> str:
+    """The user message as the model sees it: recalled memories first, compactly.
+
+    Memories go into the current user message, not the system prompt, so the
+    conversation's prefix stays identical from turn to turn and the KV cache
+    keeps working.
+    """
+    if not memories:
+        return message
+    lines = "\n".join(f"- {text}" for _, text in memories)
+    return f"{MEMORY_PREAMBLE}\n{lines}\n\n{message}"
+
+
 class TurnRejected(ValueError):
     """The request cannot be served as asked; ``code`` goes into the ErrorReply."""
 
@@ -42,6 +66,7 @@ class TurnRequest:
     temperature: float | None = None
     top_p: float | None = None
     system_prompt: str | None = None
+    recall: bool = True
 
 
 @dataclass
@@ -62,13 +87,14 @@ def validate_sampling(max_tokens: int, temperature: float, top_p: float) -> None
 
 class ChatEngine:
     def __init__(self, model: Any, tokenizer: Any, *, model_name: str, config: ChatConfig,
-                 history_loader: HistoryLoader | None = None) -> None:
+                 history_loader: HistoryLoader | None = None, recaller: Recaller | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.config = config
         self.sessions = SessionTable(config.max_sessions)
         self.history_loader = history_loader
+        self.recaller = recaller
         self.adapter_id: str | None = None
         # Created here, on the owner thread: MLX streams are per-thread.
         self.stream = mx.new_stream(mx.default_device())
@@ -134,7 +160,9 @@ class ChatEngine:
         validate_sampling(max_tokens, temperature, top_p)
 
         session = self._session(request)
-        tokens = self.prompt_tokens(session, request.message)
+        recall = self._recall(request)
+        seen_message = with_memories(request.message, recall.memories)
+        tokens = self.prompt_tokens(session, seen_message)
         if len(tokens) + max_tokens > self.config.max_context_tokens:
             raise TurnRejected("too_large", f"the conversation is {len(tokens)} tokens; with max_tokens "
                                f"{max_tokens} it passes the limit of {self.config.max_context_tokens}: start a new session (/new)")
@@ -148,7 +176,7 @@ class ChatEngine:
         # The cache now holds the prompt plus the tokens it has consumed.
         offset = session.cache[0].offset if session.cache else 0
         session.tokens = (tokens + generated)[:offset]
-        session.messages += [{"role": "user", "content": request.message},
+        session.messages += [{"role": "user", "content": seen_message},
                              {"role": "assistant", "content": text}]
         session.turn_index += 1
         ttft_ms = ((first_token_at or done) - received) * 1000
@@ -160,7 +188,17 @@ class ChatEngine:
             completion_tokens=len(generated), ttft_ms=round(ttft_ms, 2),
             tokens_per_s=round((len(generated) - 1) / decode_s, 2) if len(generated) > 1 and decode_s > 0 else 0.0,
             finish_reason=finish, system_prompt=session.system_prompt,
+            recall_status=recall.status, recalled_ids=[mid for mid, _ in recall.memories],
+            recall_ms=round(recall.duration_ms, 2),
         )
+
+    def _recall(self, request: TurnRequest) -> RecallOutcome:
+        if not (request.recall and self.config.recall and self.recaller is not None):
+            return RecallOutcome("off", [])
+        try:
+            return self.recaller(request.message)
+        except Exception:  # memory is a help, never a reason not to answer
+            return RecallOutcome("error", [])
 
     def _generate(self, session: Session, new_tokens: list[int], max_tokens: int,
                   temperature: float, top_p: float, callbacks: TurnCallbacks

@@ -63,6 +63,16 @@ def turn_msg_id(request_id: str) -> str:
     return f"turn-{request_id}"
 
 
+def redact_turn(turn: ChatTurnCompleted) -> ChatTurnCompleted:
+    """The turn with PII and secrets replaced, for `chat.redact_before_log`."""
+    import msgspec
+
+    from services.ingest.redact import redact
+
+    return msgspec.structs.replace(turn, user_text=redact(turn.user_text).text,
+                                   assistant_text=redact(turn.assistant_text).text)
+
+
 class Outbound:
     """A per-thread inproc PUSH to the IO thread: ``[ident, request_id, frame]``."""
 
@@ -211,8 +221,11 @@ class ChatServer:
         model_dir = resolve_model_dir(self.config.chat.model)
         started = time.perf_counter()
         model, tokenizer, info = load_for_serving(model_dir, self.config.chat.compute)
+        from services.chat.recall import IngestRecaller
+
         engine = ChatEngine(model, tokenizer, model_name=model_dir.name, config=self.config.chat,
-                            history_loader=LogHistory(self.paths, self.ctx))
+                            history_loader=LogHistory(self.paths, self.ctx),
+                            recaller=IngestRecaller(self.paths, self.config.chat, self.ctx))
         adapter_event = self._load_current_adapter(engine)
         engine.warm_up()
         details = {"model": model_dir.name, "backend": info.backend, "weights": info.weights,
@@ -251,7 +264,7 @@ class ChatServer:
             out.send(job.ident, rid, b"")
             return
         turn_request = TurnRequest(rid, job.session_id, req.message, req.max_tokens,
-                                   req.temperature, req.top_p, req.system_prompt)
+                                   req.temperature, req.top_p, req.system_prompt, req.recall)
         callbacks = TurnCallbacks(
             on_start=lambda index: out.send(job.ident, rid, ChatStarted(
                 request_id=rid, session_id=job.session_id, turn_index=index, adapter_id=engine.adapter_id)),
@@ -296,6 +309,8 @@ class ChatServer:
     def _commit_turn(self, client: EventlogClient, out: Outbound, job: Job,
                      turn: ChatTurnCompleted, retry_s: float) -> None:
         rid = job.request.request_id
+        if self.config.chat.redact_before_log:
+            turn = redact_turn(turn)
         env = new_envelope(turn, source="chat", msg_id=turn_msg_id(rid))
         started = time.perf_counter()
         try:

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-tokens", type=_positive_int, metavar="N", help="longest reply in tokens")
     parser.add_argument("--temperature", type=float, metavar="T", help="sampling temperature (0 = greedy)")
     parser.add_argument("--system", metavar="TEXT", help="system prompt for a new session")
+    parser.add_argument("--no-recall", action="store_true",
+                        help="answer without consulting memory (recall is on by default)")
     return parser
 
 
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _request_options(args: argparse.Namespace) -> dict:
-    return {"max_tokens": args.max_tokens, "temperature": args.temperature, "system_prompt": args.system}
+    return {"max_tokens": args.max_tokens, "temperature": args.temperature, "system_prompt": args.system,
+            "recall": not args.no_recall}
 
 
 def _one_shot(client, args: argparse.Namespace) -> int:

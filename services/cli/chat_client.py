@@ -72,7 +72,8 @@ class ChatClient:
 
     def send(self, message: str, *, session_id: str | None = None, request_id: str | None = None,
              max_tokens: int | None = None, temperature: float | None = None,
-             top_p: float | None = None, system_prompt: str | None = None) -> Iterator[Any]:
+             top_p: float | None = None, system_prompt: str | None = None,
+             recall: bool = True) -> Iterator[Any]:
         """Send a message; yield ChatStarted, ChatDelta..., and finally ChatFinished.
 
         Raises RemoteError for an ErrorReply and ServiceUnavailable if chat
@@ -80,7 +81,7 @@ class ChatClient:
         """
         request = SendMessage(request_id=request_id or new_id("r"), message=message,
                               session_id=session_id, max_tokens=max_tokens, temperature=temperature,
-                              top_p=top_p, system_prompt=system_prompt)
+                              top_p=top_p, system_prompt=system_prompt, recall=recall)
         # Who answers now: if chat restarts while we wait, our request died with it.
         boot = self.ping()
         sock = self._socket()

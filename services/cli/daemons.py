@@ -7,6 +7,7 @@ from typing import Any
 from protocol.chat_api import ChatReply
 from protocol.envelope import new_id
 from protocol.eventlog_api import EventlogReply
+from protocol.ingest_api import IngestReply
 from protocol.service_api import Ping, Pong
 from services.common.paths import Paths
 from services.common.rpc import RemoteError, RpcClient, ServiceUnavailable
@@ -14,6 +15,7 @@ from services.common.rpc import RemoteError, RpcClient, ServiceUnavailable
 CONTROL_SOCKETS: dict[str, tuple[str, Any]] = {
     "eventlog": ("events.ctl", EventlogReply),
     "chat": ("chat.ctl", ChatReply),
+    "ingest": ("ingest.ctl", IngestReply),
 }
 
 

@@ -81,6 +81,12 @@ class Supervisor:
                           uptime_s=float(i["now"] - i["start"]) if i["statename"] == "RUNNING" else 0.0,
                           description=i["description"]) for i in infos]
 
+    def stop_process(self, name: str) -> None:
+        self._proxy().supervisor.stopProcess(name, True)
+
+    def start_process(self, name: str) -> None:
+        self._proxy().supervisor.startProcess(name, True)
+
     def pid(self) -> int | None:
         try:
             return int(self._proxy().supervisor.getPID())

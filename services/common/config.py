@@ -41,6 +41,16 @@ class ChatConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     log_retry_s: float = 30.0
     # Refuse requests whose prompt would pass this many tokens.
     max_context_tokens: int = 4096
+    # Memory recall: ask ingest for the top memories for each user turn and
+    # put them in front of the message. Past the budget chat answers without
+    # them (and says so in the turn record).
+    recall: bool = True
+    recall_k: int = 4
+    recall_min_score: float = 0.35
+    recall_timeout_ms: float = 400.0
+    # Redact PII in a turn before it is even logged (the raw text then never
+    # reaches the disk). Off by default: the raw log is the user's own record.
+    redact_before_log: bool = False
 
 
 class EventlogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

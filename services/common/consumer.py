@@ -57,13 +57,16 @@ class Cursor:
 
 class EventConsumer:
     def __init__(self, paths: Paths, name: str, types: Sequence[str], handler: Handler, *,
-                 ctx: zmq.Context | None = None, page_size: int = 1000, idle_check_s: float = 1.0) -> None:
+                 ctx: zmq.Context | None = None, page_size: int = 1000, idle_check_s: float = 1.0,
+                 cursor: Cursor | None = None) -> None:
         self.name = name
         self.types = list(types)
         self.handler = handler
         self.page_size = page_size
         self.idle_check_s = idle_check_s
-        self.cursor = Cursor(paths.state / f"{name}.cursor")
+        # A consumer whose effects live in a database can keep its cursor in the
+        # same transaction as the effects (pass any object with load/store).
+        self.cursor = cursor or Cursor(paths.state / f"{name}.cursor")
         ctx = ctx or zmq.Context.instance()
         self._sub = connect_sub(ctx, paths.endpoint("events.pub"), self.types)
         self._log = EventlogClient(paths, ctx=ctx)
@@ -75,17 +78,38 @@ class EventConsumer:
         self._sub.close(linger=0)
         self._log.close()
 
-    def catch_up(self) -> int:
-        """Handle every matching event after the cursor; return how many were handled."""
+    @property
+    def doorbell(self) -> zmq.Socket:
+        """The SUB socket, for callers that poll it together with their own sockets."""
+        return self._sub
+
+    def drain_doorbell(self) -> bool:
+        """Discard waiting broadcasts (one replay answers them all); True if any."""
+        rang = False
+        while True:
+            try:
+                self._sub.recv_multipart(zmq.NOBLOCK)
+                rang = True
+            except zmq.Again:
+                return rang
+
+    def catch_up(self, max_events: int | None = None) -> int:
+        """Handle matching events after the cursor (at most ``max_events``); return how many.
+
+        With ``max_events`` a busy caller can interleave its own requests with
+        a long catch-up; call again until it returns less than asked.
+        """
         handled = 0
         while True:
-            batch = self._log.replay(self.position, limit=self.page_size, types=self.types)
+            limit = self.page_size if max_events is None else min(self.page_size, max_events - handled)
+            if limit <= 0:
+                return handled
+            batch = self._log.replay(self.position, limit=limit, types=self.types)
             for stored in batch.events:
                 self._handle(stored)
                 handled += 1
-            if batch.events:
-                self.position = batch.events[-1].seq or self.position
-            full_page = len(batch.events) >= self.page_size
+                self.position = stored.seq or self.position
+            full_page = len(batch.events) >= limit
             if not full_page and batch.head_seq > self.position:
                 # Nothing more of our types up to the head: skip over the rest.
                 self.position = batch.head_seq
@@ -109,11 +133,7 @@ class EventConsumer:
     def poll(self, timeout_s: float) -> int:
         """Wait up to ``timeout_s`` for a doorbell, then catch up; return events handled."""
         if self._sub.poll(int(timeout_s * 1000), zmq.POLLIN):
-            while True:  # drain: one replay answers any number of doorbells
-                try:
-                    self._sub.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            self.drain_doorbell()
         return self.catch_up()
 
     def run(self, should_stop: Callable[[], bool]) -> None:

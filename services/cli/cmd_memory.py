@@ -1,0 +1,208 @@
+"""`circ recall`, `circ memory list|show|stats|rebuild`, `circ forget`, `circ import`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+import msgspec
+
+from services.common.paths import Paths, current_paths
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "recall":
+        parser.add_argument("query", help="what to look for")
+        parser.add_argument("--k", type=int, default=5, help="how many memories (default 5)")
+        parser.add_argument("--json", action="store_true", help="print JSON")
+    elif name == "memory":
+        sub = parser.add_subparsers(dest="memory_command", metavar="ACTION", required=True)
+        listing = sub.add_parser("list", help="stored memories, newest first")
+        listing.add_argument("--limit", type=int, default=20)
+        listing.add_argument("--offset", type=int, default=0)
+        listing.add_argument("--json", action="store_true")
+        show = sub.add_parser("show", help="one memory in full")
+        show.add_argument("memory_id")
+        show.add_argument("--json", action="store_true")
+        stats = sub.add_parser("stats", help="how many memories, by route")
+        stats.add_argument("--json", action="store_true")
+        sub.add_parser("rebuild", help="recreate the index from the event log (stops and restarts ingest)")
+    elif name == "forget":
+        parser.add_argument("memory_ids", nargs="*", metavar="MEMORY_ID", help="memories to forget")
+        parser.add_argument("--match", default="", metavar="TEXT",
+                            help="forget every memory whose text contains TEXT (case-insensitive)")
+        parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    elif name == "import":
+        parser.add_argument("file", help="JSON-lines conversation file ({\"messages\": [...]} per line)")
+
+
+def _client(paths: Paths):
+    from protocol.ingest_api import IngestReply
+    from services.common.rpc import RpcClient
+
+    return RpcClient(paths, "ingest", "ingest.ctl", IngestReply, timeout_s=30.0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from services.common.rpc import RemoteError, ServiceUnavailable
+
+    paths = current_paths()
+    handler = {"recall": recall, "memory": memory, "forget": forget, "import": import_}[args.command]
+    try:
+        return handler(paths, args)
+    except ServiceUnavailable as exc:
+        print(f"circ {args.command}: {exc}", file=sys.stderr)
+        return 3
+    except RemoteError as exc:
+        print(f"circ {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(msgspec.to_builtins(obj), indent=2, ensure_ascii=False))
+
+
+def recall(paths: Paths, args: argparse.Namespace) -> int:
+    from protocol.envelope import new_id
+    from protocol.ingest_api import Recall
+
+    client = _client(paths)
+    try:
+        reply = client.request(Recall(query=args.query, k=args.k, request_id=new_id("q")))
+    finally:
+        client.close()
+    if args.json:
+        _print_json(reply)
+        return 0
+    if not reply.memories:
+        print("no memories match.")
+    for m in reply.memories:
+        print(f"{m.score:.3f}  {m.memory_id:<10} {_when(m.ts)}  [{m.route}]  {m.text}")
+    print(f"(embedding {reply.embed_ms:.1f} ms, search {reply.search_ms:.2f} ms)", file=sys.stderr)
+    return 0
+
+
+def memory(paths: Paths, args: argparse.Namespace) -> int:
+    from protocol.envelope import new_id
+    from protocol.ingest_api import GetMemory, GetMemoryStats, ListMemories
+
+    if args.memory_command == "rebuild":
+        return rebuild(paths)
+    client = _client(paths)
+    try:
+        match args.memory_command:
+            case "list":
+                reply = client.request(ListMemories(limit=args.limit, offset=args.offset, request_id=new_id("q")))
+                if args.json:
+                    _print_json(reply)
+                    return 0
+                for m in reply.memories:
+                    text = m.text.replace("\n", " ")
+                    print(f"{m.memory_id:<10} {_when(m.ts)}  [{m.route:<4}] {text[:90]}")
+                print(f"({len(reply.memories)} of {reply.total})", file=sys.stderr)
+            case "show":
+                reply = client.request(GetMemory(memory_id=args.memory_id, request_id=new_id("q")))
+                if args.json:
+                    _print_json(reply.memory)
+                    return 0
+                m = reply.memory
+                print(f"id:      {m.memory_id} (turn #{m.turn_seq}, chunk {m.chunk})\nwhen:    {_when(m.ts)}\n"
+                      f"route:   {m.route}\ntags:    {', '.join(m.tags) or '-'}\nsession: {m.session_id}\n\n{m.text}")
+            case "stats":
+                reply = client.request(GetMemoryStats(request_id=new_id("q")))
+                if args.json:
+                    _print_json(reply)
+                    return 0
+                routes = ", ".join(f"{k} {v}" for k, v in sorted(reply.by_route.items()))
+                print(f"{reply.memories} memories ({routes or 'none'}), {reply.forgotten} forgotten, "
+                      f"processed up to seq {reply.cursor_seq}")
+    finally:
+        client.close()
+    return 0
+
+
+def rebuild(paths: Paths) -> int:
+    from services.cli.supervise import Supervisor
+    from services.common.blas import preload_openblas
+    from services.ingest.rebuild import rebuild_index, swap_in
+
+    preload_openblas()
+    supervisor = Supervisor(paths)
+    running = supervisor.is_running()
+    if running:
+        print("stopping ingest...", file=sys.stderr)
+        supervisor.stop_process("ingest")
+    target = paths.data / "memory.rebuild"
+
+    def progress(seq: int, head: int) -> None:
+        print(f"\r  replayed up to seq {seq} of {head}", end="", file=sys.stderr, flush=True)
+
+    try:
+        handled = rebuild_index(paths, target, progress=progress)
+        print(file=sys.stderr)
+        swap_in(paths, target)
+    finally:
+        if running:
+            supervisor.start_process("ingest")
+    print(f"rebuilt the memory index from {handled} logged events.", file=sys.stderr)
+    return 0
+
+
+def forget(paths: Paths, args: argparse.Namespace) -> int:
+    from protocol.envelope import new_id
+    from protocol.ingest_api import Forget
+
+    if not args.memory_ids and not args.match:
+        print("circ forget: name MEMORY_IDs or give --match TEXT", file=sys.stderr)
+        return 2
+    client = _client(paths)
+    try:
+        preview = client.request(Forget(memory_ids=args.memory_ids, match=args.match, dry_run=True,
+                                        request_id=new_id("f")))
+        if not preview.memories:
+            print("nothing to forget: no memory matches.")
+            return 0
+        print(f"This will forget {len(preview.memories)} memories and erase their turns' text from the log:")
+        for m in preview.memories[:50]:
+            print(f"  {m.memory_id:<10} {_when(m.ts)}  {m.text[:80]}")
+        if len(preview.memories) > 50:
+            print(f"  ... and {len(preview.memories) - 50} more")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                print("circ forget: not confirmed (use --yes when not at a terminal)", file=sys.stderr)
+                return 1
+            if input("Forget them? [y/N] ").strip().lower() not in ("y", "yes"):
+                print("nothing forgotten.")
+                return 1
+        done = client.request(Forget(memory_ids=[m.memory_id for m in preview.memories],
+                                     request_id=new_id("f")))
+    finally:
+        client.close()
+    print(f"forgot {len(done.memories)} memories (event #{done.event_seq}).")
+    return 0
+
+
+def import_(paths: Paths, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from protocol.envelope import new_id
+    from protocol.ingest_api import ImportFile
+
+    path = Path(args.file).expanduser().resolve()
+    if not path.is_file():
+        print(f"circ import: {path} is not a file", file=sys.stderr)
+        return 2
+    client = _client(paths)
+    try:
+        reply = client.request(ImportFile(path=str(path), request_id=new_id("i")), timeout_s=300)
+    finally:
+        client.close()
+    print(f"imported {reply.turns} turns from {reply.file} (seq {reply.first_seq}..{reply.last_seq}).")
+    return 0

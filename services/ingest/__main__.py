@@ -1,0 +1,5 @@
+import sys
+
+from services.ingest.proc import main
+
+sys.exit(main())

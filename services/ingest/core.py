@@ -1,0 +1,184 @@
+"""The socket-free ingest core: one logged turn in, memory and events out.
+
+Pipeline per ``chat.turn_completed`` (DESIGN.md, step 3):
+opt-out tags -> redact -> route -> chunk -> embed -> dedupe -> index.
+
+What is remembered is what the *user* said (redacted, tags stripped): it is
+what a person expects to be remembered, and a small model's replies are too
+often wrong to be worth recalling. The assistant's text stays in the log.
+
+Exactly once, across crashes: the handler first logs its decision event
+(``memory.stored`` / ``memory.skipped`` / ``memory.failed``) with a msg_id
+derived from the turn's seq — so re-sending it after a crash is a no-op —
+and then commits the memories *and* the cursor in one SQLite transaction.
+A crash between the two replays the turn: the event dedupes, the memories
+are added once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.envelope import Envelope, new_envelope
+from protocol.events import ChatTurnCompleted, MemoryFailed, MemorySkipped, MemoryStored
+from protocol.ingest_api import MAX_RECALL_K, MemoryInfo, RecalledMemory
+from services.ingest.redact import redact
+from services.ingest.route import RouteDecision, apply_opt_outs, route_default
+from services.ingest.tags import find_tags, strip_tags
+
+CURSOR_KEY = "cursor_seq"
+RECALL_ROUTES = ("rag", "both")
+NEAR_DUPLICATE_COSINE = 0.97
+MAX_TURN_CHARS = 32_000
+
+# Emits an event to the log and returns only once it is committed.
+EmitFn = Callable[[Envelope], None]
+
+
+def normalized_sha(text: str) -> str:
+    """Exact-duplicate key: case and whitespace do not make a new memory."""
+    return hashlib.sha256(re.sub(r"\s+", " ", text.strip().lower()).encode()).hexdigest()
+
+
+def memory_id(seq: int, chunk: int) -> str:
+    return f"m{seq}.{chunk}"
+
+
+def decision_msg_id(seq: int) -> str:
+    return f"mem-{seq}"
+
+
+@dataclass
+class IngestCounters:
+    stored: int = 0
+    skipped: int = 0
+    failed: int = 0
+    redact_s: float = 0.0
+    route_s: float = 0.0
+    embed_s: float = 0.0
+    index_s: float = 0.0
+
+
+class IngestCore:
+    def __init__(self, index: Any, embedder: Any, *, router: Callable[[str], RouteDecision] | None = None,
+                 chunker: Callable[[str], list[str]] | None = None) -> None:
+        from services.ingest.index import chunk_text
+
+        self.index = index
+        self.embedder = embedder
+        self.router = router or route_default
+        self.chunker = chunker or chunk_text
+        self.counters = IngestCounters()
+
+    @property
+    def cursor(self) -> int:
+        return int(self.index.get_meta(CURSOR_KEY) or 0)
+
+    # -- one turn -----------------------------------------------------------
+    def handle(self, env: Envelope, emit: EmitFn) -> None:
+        """Handle one logged event (only chat turns matter); idempotent by seq."""
+        seq = env.seq or 0
+        if not isinstance(env.body, ChatTurnCompleted) or seq <= self.cursor:
+            return
+        try:
+            event, records, vectors = self.decide(seq, env.body, env.ts)
+        except Exception as exc:  # a poison turn must not stop the pipeline
+            event = MemoryFailed(stage=getattr(exc, "stage", "ingest"), error=type(exc).__name__,
+                                 turn_seq=seq, detail=str(exc)[:500])
+            records, vectors = [], None
+        emit(new_envelope(event, source="ingest", msg_id=decision_msg_id(seq), parent_id=env.msg_id))
+        started = time.perf_counter()
+        self.index.add(records, vectors, meta={CURSOR_KEY: str(seq)})
+        self.counters.index_s += time.perf_counter() - started
+        match event:
+            case MemoryStored():
+                self.counters.stored += 1
+            case MemorySkipped():
+                self.counters.skipped += 1
+            case _:
+                self.counters.failed += 1
+
+    def decide(self, seq: int, turn: ChatTurnCompleted, ts: float):  # noqa: ANN201
+        """(event, records, vectors) for one turn, without side effects."""
+        from services.ingest.index import MemoryRecord
+
+        if turn.erased:
+            return MemorySkipped(turn_seq=seq, reason="erased by forget", session_id=turn.session_id), [], None
+        tags = find_tags(turn.user_text)
+        if "private" in tags:
+            return MemorySkipped(turn_seq=seq, reason="#private: kept only in the raw log",
+                                 session_id=turn.session_id, tags=tags), [], None
+        if len(turn.user_text) > MAX_TURN_CHARS:
+            raise _StageError("route", f"turn of {len(turn.user_text)} characters exceeds {MAX_TURN_CHARS}")
+        started = time.perf_counter()
+        redaction = redact(strip_tags(turn.user_text))
+        self.counters.redact_s += time.perf_counter() - started
+        text, counts = redaction.text, dict(redaction.counts)
+
+        started = time.perf_counter()
+        decision = self.router(text)
+        route, note = apply_opt_outs(decision.route, tags) if decision.route != "skip" else ("skip", "")
+        self.counters.route_s += time.perf_counter() - started
+        reason = f"{decision.reason}; {note}" if note else decision.reason
+        if route == "skip":
+            return MemorySkipped(turn_seq=seq, reason=reason, score=decision.score, session_id=turn.session_id,
+                                 tags=tags, redactions=counts), [], None
+        if self.index.has_text(normalized_sha(text)):
+            return MemorySkipped(turn_seq=seq, reason="exact duplicate of an earlier memory",
+                                 score=1.0, session_id=turn.session_id, tags=tags, redactions=counts), [], None
+
+        chunks = self.chunker(text) or [text]
+        started = time.perf_counter()
+        try:
+            vectors = self.embedder.embed(chunks)
+        except Exception as exc:
+            raise _StageError("embed", f"embedding failed: {exc}") from exc
+        self.counters.embed_s += time.perf_counter() - started
+        if len(chunks) == 1:
+            duplicate = self.index.find_duplicate(vectors[0], threshold=NEAR_DUPLICATE_COSINE)
+            if duplicate is not None:
+                return MemorySkipped(turn_seq=seq, reason="near duplicate of an earlier memory",
+                                     score=float(duplicate.score), session_id=turn.session_id, tags=tags,
+                                     redactions=counts, duplicate_of=duplicate.memory_id), [], None
+        records = [MemoryRecord(memory_id=memory_id(seq, i), seq=seq, chunk=i, session_id=turn.session_id,
+                                ts=ts, route=route, tags=tags, text=chunk,
+                                text_sha256=normalized_sha(text) if i == 0 else normalized_sha(chunk))
+                   for i, chunk in enumerate(chunks)]
+        event = MemoryStored(turn_seq=seq, memory_ids=[r.memory_id for r in records], route=route,
+                             score=round(decision.score, 4), reason=reason, session_id=turn.session_id,
+                             tags=tags, redactions=counts, chunks=len(records))
+        return event, records, vectors
+
+    # -- recall / inspection --------------------------------------------------
+    def recall(self, query: str, k: int, min_score: float = 0.0) -> tuple[list[RecalledMemory], float, float]:
+        """Top ``k`` recallable memories for ``query``; (memories, embed_ms, search_ms)."""
+        k = max(1, min(k, MAX_RECALL_K))
+        started = time.perf_counter()
+        vector = self.embedder.embed([redact(query).text])[0]
+        embedded = time.perf_counter()
+        hits = self.index.search(vector, k * 4)
+        memories = [
+            RecalledMemory(memory_id=h.memory_id, score=round(float(h.score), 4), text=h.record.text,
+                           turn_seq=h.record.seq, ts=h.record.ts, route=h.record.route,
+                           session_id=h.record.session_id)
+            for h in hits if h.record.route in RECALL_ROUTES and float(h.score) >= min_score
+        ][:k]
+        done = time.perf_counter()
+        return memories, (embedded - started) * 1000, (done - embedded) * 1000
+
+
+def memory_info(record: Any, forgotten: bool = False) -> MemoryInfo:
+    return MemoryInfo(memory_id=record.memory_id, turn_seq=record.seq, chunk=record.chunk, ts=record.ts,
+                      route=record.route, tags=list(record.tags), text=record.text,
+                      session_id=record.session_id, forgotten=forgotten)
+
+
+class _StageError(RuntimeError):
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage

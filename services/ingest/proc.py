@@ -1,0 +1,292 @@
+"""The ingest process: follows the log, files memories, answers recall.
+
+One thread owns everything that touches MLX and the index (the embedder is
+an MLX model): it polls ``ingest.ctl`` and the log's doorbell together, and
+handles the log in small slices so a long catch-up never keeps recall
+waiting. A second thread only watches ``data/inbox/`` (watchfiles) and hands
+file paths over a queue.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from protocol.codec import Codec, ProtocolError, encode
+from protocol.envelope import Envelope, new_envelope
+from protocol.events import ChatTurnCompleted, MemoryForgotten, ServiceStarted, event_tag
+from protocol.ingest_api import (
+    Forget,
+    ForgetResult,
+    GetMemory,
+    GetMemoryStats,
+    ImportFile,
+    ImportResult,
+    IngestRequest,
+    ListMemories,
+    MemoryDetail,
+    MemoryList,
+    MemoryStats,
+    Recall,
+    Recalled,
+)
+from protocol.service_api import ErrorReply, Ping
+from services.common.config import Config
+from services.common.daemon import VERSION, InstanceLock, Readiness, ShutdownFlag
+from services.common.eventlog_client import EventlogClient
+from services.common.logging import get_logger
+from services.common.paths import Paths
+from services.common.rpc import RemoteError, ServiceUnavailable
+from services.common.zmqio import bind_router
+
+log = get_logger("ingest")
+
+POLL_TIMEOUT_MS = 200
+SLICE_EVENTS = 16  # events handled between two looks at the control socket
+IDLE_CATCH_UP_S = 1.0
+TYPES = [event_tag(ChatTurnCompleted), event_tag(MemoryForgotten)]
+
+
+class IndexCursor:
+    """The consumer cursor kept inside the memory index (same transaction as the memories)."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+
+    def load(self) -> int:
+        return self.core.cursor
+
+    def store(self, seq: int) -> None:
+        if seq > self.core.cursor:
+            self.core.index.set_meta("cursor_seq", str(seq))
+
+
+class IngestServer:
+    def __init__(self, paths: Paths, config: Config, ctx: zmq.Context | None = None) -> None:
+        self.paths = paths
+        self.config = config
+        self.ctx = ctx or zmq.Context.instance()
+        self.readiness = Readiness("ingest")
+        self.codec: Codec[Any] = Codec(IngestRequest)
+        self.router = bind_router(self.ctx, paths.endpoint("ingest.ctl"))
+        self.log_client = EventlogClient(paths, ctx=self.ctx)
+        self.inbox_queue: queue.Queue[Path] = queue.Queue()
+        self.core: Any = None
+        self.consumer: Any = None
+
+    def emit(self, env: Envelope) -> int:
+        """Append one event and wait for the commit (retrying through an eventlog restart)."""
+        return self.append_many([env])[0]
+
+    def append_many(self, envelopes: list[Envelope]) -> list[int]:
+        return self.log_client.append(envelopes, retry_s=30.0).seqs
+
+    def start(self) -> None:
+        from services.common.consumer import EventConsumer
+        from services.ingest.core import IngestCore
+        from services.ingest.embed import Embedder
+        from services.ingest.index import MemoryIndex
+
+        started = time.perf_counter()
+        index = MemoryIndex(self.paths.memory)
+        self.core = IngestCore(index, Embedder())
+        self.consumer = EventConsumer(self.paths, "ingest", TYPES, self._handle_event, ctx=self.ctx,
+                                      cursor=IndexCursor(self.core))
+        self.readiness.ready = True
+        details = {"memories": str(index.stats().get("memories", 0)), "cursor_seq": str(self.core.cursor),
+                   "load_s": f"{time.perf_counter() - started:.2f}"}
+        self.readiness.details.update(details)
+        log.info("ingest.ready", **details)
+        try:
+            self.emit(new_envelope(ServiceStarted(service="ingest", pid=os.getpid(), version=VERSION,
+                                                  details=details), source="ingest"))
+        except (ServiceUnavailable, RemoteError) as exc:
+            log.warning("ingest.event_not_logged", error=str(exc))
+
+    def _handle_event(self, env: Envelope) -> None:
+        from services.ingest.forget import apply_forgotten
+
+        if isinstance(env.body, MemoryForgotten):
+            apply_forgotten(self.core, env.body)
+            return
+        self.core.handle(env, lambda e: self.emit(e))
+
+    # -- main loop ------------------------------------------------------------
+    def serve(self, stop: ShutdownFlag) -> None:
+        watcher = threading.Thread(target=self._watch_inbox, args=(stop,), name="inbox", daemon=True)
+        watcher.start()
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.consumer.doorbell, zmq.POLLIN)
+        behind = True
+        last_catch_up = 0.0
+        while not stop.is_set():
+            ready = dict(poller.poll(0 if behind else POLL_TIMEOUT_MS))
+            if self.router in ready:
+                self._take_requests()
+            rang = self.consumer.doorbell in ready and self.consumer.drain_doorbell()
+            self._import_waiting_files()
+            if behind or rang or time.monotonic() - last_catch_up > IDLE_CATCH_UP_S:
+                last_catch_up = time.monotonic()
+                try:
+                    behind = self.consumer.catch_up(max_events=SLICE_EVENTS) >= SLICE_EVENTS
+                except (ServiceUnavailable, RemoteError) as exc:
+                    log.warning("ingest.eventlog_unavailable", error=str(exc))
+                    behind = False
+                    time.sleep(0.2)
+        self.core.index.save()
+
+    def _take_requests(self) -> None:
+        while True:
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ident = frames[0]
+            if len(frames) != 2:
+                self._send(ident, ErrorReply(code="malformed", message="send exactly one frame per request"))
+                continue
+            try:
+                request = self.codec.decode(frames[1])
+            except ProtocolError as exc:
+                log.warning("ingest.frame_rejected", reason=str(exc))
+                self._send(ident, ErrorReply(code=exc.code, message=f"{exc}; send a request from protocol.ingest_api"))
+                continue
+            started = time.perf_counter()
+            try:
+                reply = self._answer(request)
+            except Exception as exc:  # one bad request must not take recall down
+                log.exception("ingest.request_failed", type=type(request).__name__)
+                reply = ErrorReply(code="internal", request_id=getattr(request, "request_id", ""),
+                                   message=f"ingest failed to answer: {exc}")
+            log.info("ingest.handled", type=type(request).__name__, status=type(reply).__name__,
+                     duration_ms=round((time.perf_counter() - started) * 1000, 2))
+            self._send(ident, reply)
+
+    def _answer(self, request: Any) -> Any:
+        from services.ingest import forget
+
+        match request:
+            case Ping(request_id=rid):
+                self.readiness.details["cursor_seq"] = str(self.core.cursor)
+                return self.readiness.pong(rid)
+            case Recall(query=query, k=k, min_score=min_score, request_id=rid):
+                if not query.strip():
+                    return ErrorReply(code="bad_request", request_id=rid, message="recall needs a non-empty query")
+                memories, embed_ms, search_ms = self.core.recall(query, k, min_score)
+                return Recalled(request_id=rid, memories=memories, embed_ms=round(embed_ms, 3),
+                                search_ms=round(search_ms, 3))
+            case ListMemories(limit=limit, offset=offset, request_id=rid):
+                infos, total = forget.list_memories(self.core, max(1, min(limit, 500)), max(0, offset))
+                return MemoryList(request_id=rid, memories=infos, total=total)
+            case GetMemory(memory_id=mid, request_id=rid):
+                info = forget.get_memory(self.core, mid)
+                if info is None:
+                    return ErrorReply(code="bad_request", request_id=rid,
+                                      message=f"no memory {mid!r}; list them with `circ memory list`")
+                return MemoryDetail(request_id=rid, memory=info)
+            case GetMemoryStats(request_id=rid):
+                return MemoryStats(request_id=rid, **forget.memory_stats(self.core))
+            case Forget() as req:
+                return forget.forget(self.core, req, self.emit)
+            case ImportFile(path=path, request_id=rid):
+                from services.ingest.importer import import_file
+
+                source = Path(path)
+                if not source.is_file():
+                    return ErrorReply(code="bad_request", request_id=rid,
+                                      message=f"{path} is not a readable file")
+                result = import_file(source, self.paths, self.append_many, move=False)
+                if result.error:
+                    return ErrorReply(code="bad_request", request_id=rid, message=result.error)
+                return ImportResult(request_id=rid, file=result.file, turns=result.turns,
+                                    first_seq=result.first_seq, last_seq=result.last_seq)
+        return ErrorReply(code="bad_request", message=f"unsupported request {type(request).__name__}")
+
+    def _send(self, ident: bytes, reply: Any) -> None:
+        try:
+            self.router.send_multipart([ident, encode(reply)])
+        except zmq.ZMQError as exc:
+            log.info("ingest.reply_undeliverable", error=str(exc))
+
+    # -- inbox ------------------------------------------------------------------
+    def _watch_inbox(self, stop: ShutdownFlag) -> None:
+        from services.ingest.importer import inbox_dir, pending_files
+
+        inbox = inbox_dir(self.paths)
+        for path in pending_files(inbox):  # files that arrived while we were down
+            self.inbox_queue.put(path)
+        try:
+            from watchfiles import Change, watch
+
+            for changes in watch(inbox, stop_event=stop._event, recursive=False, rust_timeout=500,
+                                 yield_on_timeout=False):
+                for change, raw in changes:
+                    path = Path(raw)
+                    if change != Change.deleted and path.parent == inbox and path.is_file():
+                        self.inbox_queue.put(path)
+        except Exception as exc:  # the watcher is a convenience; `circ import` still works
+            log.error("ingest.inbox_watch_failed", error=str(exc))
+
+    def _import_waiting_files(self) -> None:
+        from services.ingest.importer import import_file, is_candidate, is_settled
+
+        waiting: list[Path] = []
+        while True:
+            try:
+                path = self.inbox_queue.get_nowait()
+            except queue.Empty:
+                break
+            if not path.exists() or not is_candidate(path) or path in waiting:
+                continue
+            if not is_settled(path):  # still being written: look again shortly
+                waiting.append(path)
+                continue
+            try:
+                import_file(path, self.paths, self.append_many, move=True)
+            except (ServiceUnavailable, RemoteError) as exc:
+                log.warning("ingest.import_deferred", file=path.name, error=str(exc))
+                waiting.append(path)
+        for path in waiting:
+            self.inbox_queue.put(path)
+
+    def close(self) -> None:
+        self.router.close()
+        if self.consumer is not None:
+            self.consumer.close()
+        self.log_client.close()
+
+
+def run(paths: Paths, config: Config) -> int:
+    from services.common.blas import preload_openblas
+
+    preload_openblas()  # before the embedder imports mlx
+    stop = ShutdownFlag().install()
+    paths.ensure()
+    lock = InstanceLock(paths, "ingest").acquire()
+    server = IngestServer(paths, config)
+    try:
+        server.start()
+        server.serve(stop)
+    finally:
+        server.close()
+        lock.release()
+    log.info("ingest.stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from services.common.entry import run_service
+
+    return run_service("ingest", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
