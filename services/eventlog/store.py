@@ -32,6 +32,7 @@ from protocol.envelope import Envelope, StoredEnvelope
 from protocol.events import ChatTurnCompleted, MemoryForgotten
 
 _turn_decoder = msgspec.msgpack.Decoder(ChatTurnCompleted)
+_forgotten_decoder = msgspec.msgpack.Decoder(MemoryForgotten)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -271,16 +272,45 @@ def stats(conn: sqlite3.Connection, db_path: Path) -> dict[str, object]:
             "first_ts": first_ts, "last_ts": last_ts}
 
 
+def _authorised_erasures(conn: sqlite3.Connection) -> set[int]:
+    """Seqs whose erasure a logged ``memory.forgotten`` event asked for.
+
+    An ``erasures`` row alone proves nothing (anyone with the file could add
+    one); it counts only if the forgetting event it names is in the log and
+    lists that seq. The event itself is covered by the hash chain.
+    """
+    try:
+        rows = conn.execute(
+            "SELECT erasures.seq, events.body FROM erasures JOIN events ON events.event_id = erasures.erased_by"
+            " WHERE events.type = 'memory.forgotten'").fetchall()
+    except sqlite3.OperationalError:  # a log from before erasures existed
+        return set()
+    allowed: set[int] = set()
+    for seq, body in rows:
+        try:
+            event = _forgotten_decoder.decode(body)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            continue
+        if seq in event.turn_seqs:
+            allowed.add(seq)
+    return allowed
+
+
+def _is_tombstone(body: bytes) -> bool:
+    try:
+        turn = _turn_decoder.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return False
+    return turn.erased and not turn.user_text and not turn.assistant_text
+
+
 def verify(conn: sqlite3.Connection) -> VerifyReport:
     """Check gap-free seq, body checksums and (if present) the hash chain."""
     report = VerifyReport(ok=True, count=0, head_seq=0)
     expected_seq = 1
     prev_hash = GENESIS_HASH
     chain_seen = False
-    try:
-        erased = {r[0] for r in conn.execute("SELECT seq FROM erasures")}
-    except sqlite3.OperationalError:  # a log from before erasures existed
-        erased = set()
+    erased = _authorised_erasures(conn)
     rows = conn.execute(
         "SELECT seq, event_id, ts, source, type, parent_id, v, body, body_sha256, hash FROM events ORDER BY seq"
     )
@@ -290,8 +320,10 @@ def verify(conn: sqlite3.Connection) -> VerifyReport:
         if seq != expected_seq:
             report.gaps.append(expected_seq)
         expected_seq = seq + 1
-        if seq in erased:
-            report.erased.append(seq)  # the body is a tombstone; the chain still covers the original
+        if seq in erased and _is_tombstone(body):
+            # An audited erasure: a memory.forgotten event (covered by the
+            # chain) asked for it, and the body is only a tombstone.
+            report.erased.append(seq)
         elif hashlib.sha256(body).hexdigest() != body_sha:
             report.bad_bodies.append(seq)
         if chained is not None:
