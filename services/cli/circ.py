@@ -20,6 +20,7 @@ COMMANDS = {
     "doctor": ("services.cli.cmd_doctor", "check the machine: backend, BLAS speed, model, data, daemons"),
     "log": ("services.cli.cmd_log", "read the event log: tail, export, verify, stats"),
     "model": ("services.cli.cmd_model", "install or convert the chat model"),
+    "bench": ("services.cli.cmd_bench", "run a benchmark from bench/ (JSON on stdout)"),
     "recall": ("services.cli.cmd_memory", "search memory the way chat does"),
     "memory": ("services.cli.cmd_memory", "list, show, count or rebuild memories"),
     "forget": ("services.cli.cmd_memory", "forget memories (and erase their text from the log)"),
