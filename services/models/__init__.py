@@ -1,0 +1,1 @@
+"""Model install, GGUF conversion, validation and the compute path for serving."""
