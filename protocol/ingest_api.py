@@ -117,6 +117,10 @@ class ForgetResult(_Msg, tag="forget_result", kw_only=True):
     memories: list[MemoryInfo]
     dry_run: bool
     event_seq: int = 0
+    # Every logged turn whose text is (to be) erased: the memories' own turns,
+    # turns skipped as their duplicates, and with ``match`` any turn whose
+    # text contains it, remembered or not.
+    turn_seqs: list[int] = []
 
 
 class ImportFile(_Msg, tag="import_file", kw_only=True):

@@ -166,10 +166,11 @@ def forget(paths: Paths, args: argparse.Namespace) -> int:
     try:
         preview = client.request(Forget(memory_ids=args.memory_ids, match=args.match, dry_run=True,
                                         request_id=new_id("f")))
-        if not preview.memories:
-            print("nothing to forget: no memory matches.")
+        if not preview.memories and not preview.turn_seqs:
+            print("nothing to forget: no memory or logged turn matches.")
             return 0
-        print(f"This will forget {len(preview.memories)} memories and erase their turns' text from the log:")
+        print(f"This will forget {len(preview.memories)} memories and erase the text of "
+              f"{len(preview.turn_seqs)} logged turn(s) (seq {', '.join(map(str, preview.turn_seqs[:20]))}):")
         for m in preview.memories[:50]:
             print(f"  {m.memory_id:<10} {_when(m.ts)}  {m.text[:80]}")
         if len(preview.memories) > 50:
@@ -181,11 +182,10 @@ def forget(paths: Paths, args: argparse.Namespace) -> int:
             if input("Forget them? [y/N] ").strip().lower() not in ("y", "yes"):
                 print("nothing forgotten.")
                 return 1
-        done = client.request(Forget(memory_ids=[m.memory_id for m in preview.memories],
-                                     request_id=new_id("f")))
+        done = client.request(Forget(memory_ids=args.memory_ids, match=args.match, request_id=new_id("f")))
     finally:
         client.close()
-    print(f"forgot {len(done.memories)} memories (event #{done.event_seq}).")
+    print(f"forgot {len(done.memories)} memories, erased {len(done.turn_seqs)} turn(s) (event #{done.event_seq}).")
     return 0
 
 

@@ -65,13 +65,13 @@ class IngestCounters:
 
 
 class IngestCore:
-    def __init__(self, index: Any, embedder: Any, *, router: Callable[[str], RouteDecision] | None = None,
+    def __init__(self, index: Any, embedder: Any, *, router: Callable[[str, Any], RouteDecision] | None = None,
                  chunker: Callable[[str], list[str]] | None = None) -> None:
         from services.ingest.index import chunk_text
 
         self.index = index
         self.embedder = embedder
-        self.router = router or route_default
+        self.router = router or (lambda text, _vector: route_default(text))
         self.chunker = chunker or chunk_text
         self.counters = IngestCounters()
 
@@ -120,8 +120,16 @@ class IngestCore:
         self.counters.redact_s += time.perf_counter() - started
         text, counts = redaction.text, dict(redaction.counts)
 
+        chunks = self.chunker(text) or [text]
         started = time.perf_counter()
-        decision = self.router(text)
+        try:
+            vectors = self.embedder.embed(chunks)
+        except Exception as exc:
+            raise _StageError("embed", f"embedding failed: {exc}") from exc
+        self.counters.embed_s += time.perf_counter() - started
+
+        started = time.perf_counter()
+        decision = self.router(text, vectors[0])
         route, note = apply_opt_outs(decision.route, tags) if decision.route != "skip" else ("skip", "")
         self.counters.route_s += time.perf_counter() - started
         reason = f"{decision.reason}; {note}" if note else decision.reason
@@ -131,14 +139,6 @@ class IngestCore:
         if self.index.has_text(normalized_sha(text)):
             return MemorySkipped(turn_seq=seq, reason="exact duplicate of an earlier memory",
                                  score=1.0, session_id=turn.session_id, tags=tags, redactions=counts), [], None
-
-        chunks = self.chunker(text) or [text]
-        started = time.perf_counter()
-        try:
-            vectors = self.embedder.embed(chunks)
-        except Exception as exc:
-            raise _StageError("embed", f"embedding failed: {exc}") from exc
-        self.counters.embed_s += time.perf_counter() - started
         if len(chunks) == 1:
             duplicate = self.index.find_duplicate(vectors[0], threshold=NEAR_DUPLICATE_COSINE)
             if duplicate is not None:

@@ -62,7 +62,35 @@ def select(core: Any, memory_ids: list[str], match: str) -> list[Any]:
     return sorted(chosen.values(), key=lambda r: (r.seq, r.chunk))
 
 
-def forget(core: Any, request: Forget, emit: Callable[[Envelope], int]) -> Any:
+def related_turns(log: Any, memory_ids: set[str], match: str) -> set[int]:
+    """Logged turns to erase beyond the memories' own: their skipped duplicates,
+    and (with ``match``) every turn whose user or assistant text contains it."""
+    from protocol.codec import Codec, ProtocolError, encode
+    from protocol.envelope import Envelope
+    from protocol.events import ChatTurnCompleted, MemorySkipped
+
+    codec: Codec[Envelope] = Codec(Envelope)
+    needle = match.strip().lower()
+    seqs: set[int] = set()
+    after = 0
+    while True:
+        batch = log.replay(after, limit=5000, types=["chat.turn_completed", "memory.skipped"])
+        for stored in batch.events:
+            after = stored.seq or after
+            try:
+                body = codec.decode(encode(stored)).body
+            except ProtocolError:
+                continue
+            if isinstance(body, MemorySkipped) and body.duplicate_of in memory_ids:
+                seqs.add(body.turn_seq)
+            elif (isinstance(body, ChatTurnCompleted) and needle and not body.erased
+                  and (needle in body.user_text.lower() or needle in body.assistant_text.lower())):
+                seqs.add(after)
+        if not batch.events:
+            return seqs
+
+
+def forget(core: Any, request: Forget, emit: Callable[[Envelope], int], log: Any = None) -> Any:
     from protocol.service_api import ErrorReply
 
     if not request.memory_ids and not request.match.strip():
@@ -73,12 +101,17 @@ def forget(core: Any, request: Forget, emit: Callable[[Envelope], int]) -> Any:
     except ForgetError as exc:
         return ErrorReply(code="bad_request", request_id=request.request_id, message=str(exc))
     infos = [memory_info(r) for r in records]
-    if request.dry_run or not records:
-        return ForgetResult(request_id=request.request_id, memories=infos, dry_run=True)
-    event = MemoryForgotten(memory_ids=[r.memory_id for r in records], turn_seqs=sorted({r.seq for r in records}))
+    turn_seqs = {r.seq for r in records}
+    if log is not None:
+        turn_seqs |= related_turns(log, {r.memory_id for r in records}, request.match)
+    if request.dry_run or not turn_seqs:
+        return ForgetResult(request_id=request.request_id, memories=infos, dry_run=True,
+                            turn_seqs=sorted(turn_seqs))
+    event = MemoryForgotten(memory_ids=[r.memory_id for r in records], turn_seqs=sorted(turn_seqs))
     seq = emit(new_envelope(event, source="ingest"))
     apply_forgotten(core, event)
-    return ForgetResult(request_id=request.request_id, memories=infos, dry_run=False, event_seq=seq)
+    return ForgetResult(request_id=request.request_id, memories=infos, dry_run=False, event_seq=seq,
+                        turn_seqs=sorted(turn_seqs))
 
 
 def apply_forgotten(core: Any, event: MemoryForgotten) -> int:

@@ -195,7 +195,7 @@ class IngestServer:
             case GetMemoryStats(request_id=rid):
                 return MemoryStats(request_id=rid, **forget.memory_stats(self.core))
             case Forget() as req:
-                return forget.forget(self.core, req, self.emit)
+                return forget.forget(self.core, req, self.emit, self.log_client)
             case ImportFile(path=path, request_id=rid):
                 from services.ingest.importer import import_file
 

@@ -23,7 +23,11 @@ def find_tags(*texts: str) -> list[str]:
     return sorted(found)
 
 
+_TAG_WITH_SPACE_RE = re.compile(r"[ \t]?" + _TAG_RE.pattern, re.IGNORECASE)
+
+
 def strip_tags(text: str) -> str:
-    """``text`` without opt-out tags (and the spaces they leave behind)."""
-    stripped = _TAG_RE.sub("", text)
-    return re.sub(r"[ \t]{2,}", " ", stripped).strip()
+    """``text`` without opt-out tags (and the space before each); nothing else changes."""
+    if not _TAG_RE.search(text):
+        return text  # keep code indentation and layout exactly
+    return _TAG_WITH_SPACE_RE.sub("", text).strip()
