@@ -54,6 +54,18 @@ IDLE_CATCH_UP_S = 1.0
 TYPES = [event_tag(ChatTurnCompleted), event_tag(MemoryForgotten)]
 
 
+def load_router(embedder: Any) -> Any:
+    """The learned router (rules first, then the classifier), or the rules alone
+    if the seed set cannot be trained on — ingest must start either way."""
+    from services.ingest.route_model import load_or_train
+
+    try:
+        return load_or_train(embedder)
+    except Exception as exc:
+        log.warning("ingest.router_fallback_to_rules", error=str(exc))
+        return None
+
+
 class IndexCursor:
     """The consumer cursor kept inside the memory index (same transaction as the memories)."""
 
@@ -96,7 +108,8 @@ class IngestServer:
 
         started = time.perf_counter()
         index = MemoryIndex(self.paths.memory)
-        self.core = IngestCore(index, Embedder())
+        embedder = Embedder()
+        self.core = IngestCore(index, embedder, router=load_router(embedder))
         self.consumer = EventConsumer(self.paths, "ingest", TYPES, self._handle_event, ctx=self.ctx,
                                       cursor=IndexCursor(self.core))
         self.readiness.ready = True

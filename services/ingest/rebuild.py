@@ -33,8 +33,12 @@ def rebuild_index(paths: Paths, target: Path, *, embedder=None,  # noqa: ANN001
 
     if target.exists():
         shutil.rmtree(target)
+    from services.ingest.proc import load_router
+
     index = MemoryIndex(target)
-    core = IngestCore(index, embedder or Embedder())
+    embedder = embedder or Embedder()
+    # The same router as the daemon, so a rebuild decides every turn the same way.
+    core = IngestCore(index, embedder, router=load_router(embedder))
     codec: Codec[Envelope] = Codec(Envelope)
     conn = connect(paths.events_db, readonly=True)
     handled, after = 0, 0

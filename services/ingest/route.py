@@ -36,7 +36,7 @@ _JSON = re.compile(r"^\s*[\[{].*[\]}]\s*$", re.DOTALL)
 _LOG = re.compile(r"^\s*(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}|\[\w+\]|(ERROR|WARN|INFO|DEBUG)\b)", re.MULTILINE)
 _FIRST_PERSON = re.compile(r"\b(i|i'm|im|i've|i'd|my|mine|me|we|our|we're)\b", re.IGNORECASE)
 _ABOUT_USER = re.compile(
-    r"\b(my name|i am|i'm|i live|i work|i like|i love|i hate|i prefer|i don't like|i dislike|my favou?rite"
+    r"\b(my name|i live|i work|i like|i love|i hate|i prefer|i don't like|i dislike|my favou?rite"
     r"|i'm allergic|allergic to|my (wife|husband|partner|son|daughter|mother|father|mom|dad|brother|sister"
     r"|friend|boss|cat|dog|pet|birthday|job|team|project|deadline)|remember that|please remember|call me"
     r"|we moved|i moved|my address|born on|i was born)\b", re.IGNORECASE)
