@@ -166,6 +166,91 @@ class InboxRejected(_Event, tag="inbox.rejected", kw_only=True):
     sha256: str = ""
 
 
+class TrainingStarted(_Event, tag="training.started", kw_only=True):
+    """A sleep began: the trainer holds the heavy-run lock and built a dataset.
+
+    Sender: trainer. ``counts`` is the dataset by kind (chat, qa, identity,
+    replay); ``source_seqs`` the memories' turn seqs it came from.
+    """
+
+    sleep_id: str
+    adapter_id: str
+    trigger: str  # schedule | idle | request
+    counts: dict[str, int] = {}
+    source_seqs: list[int] = []
+    steps: int = 0
+
+
+class TrainingProgress(_Event, tag="training.progress", kw_only=True):
+    """Periodic progress of a training run (every few steps)."""
+
+    sleep_id: str
+    step: int
+    steps: int
+    loss: float
+    tokens_per_s: float = 0.0
+    eta_s: float = 0.0
+
+
+class TrainingFinished(_Event, tag="training.finished", kw_only=True):
+    """Training produced a candidate adapter (not yet evaluated)."""
+
+    sleep_id: str
+    adapter_id: str
+    steps: int
+    final_loss: float
+    duration_s: float
+
+
+class TrainingFailed(_Event, tag="training.failed", kw_only=True):
+    """A sleep ended without a candidate. ``stage``: dataset | memory | lock |
+    train | save | evaluate; ``error`` says what to do about it."""
+
+    sleep_id: str
+    stage: str
+    error: str
+
+
+class EvaluationCompleted(_Event, tag="evaluation.completed", kw_only=True):
+    """The evaluator judged a candidate adapter, unfused, against the current one.
+
+    ``metrics`` holds every figure (fact_recall, canary_acc, ppl, ppl_drift_pct,
+    format_ok, false_recall, and their baselines); ``gates`` which passed.
+    """
+
+    adapter_id: str
+    baseline_id: str | None
+    verdict: str  # promote | reject
+    metrics: dict[str, float] = {}
+    gates: dict[str, bool] = {}
+    reasons: list[str] = []
+    duration_s: float = 0.0
+
+
+class AdapterPromoted(_Event, tag="adapter.promoted", kw_only=True):
+    """``adapters/current`` now points to ``adapter_id``. Chat hot-reloads it."""
+
+    adapter_id: str
+    previous_id: str | None = None
+    sha256: dict[str, str] = {}
+
+
+class AdapterRejected(_Event, tag="adapter.rejected", kw_only=True):
+    """A candidate failed its gates; the current adapter stays."""
+
+    adapter_id: str
+    reasons: list[str] = []
+
+
+class AdapterRolledBack(_Event, tag="adapter.rolled_back", kw_only=True):
+    """The user moved ``adapters/current`` back (to ``adapter_id``, or to no
+    adapter when None). Chat hot-reloads."""
+
+    adapter_id: str | None
+    previous_id: str | None = None
+    reason: str = "user request"
+
+
 Event = Union[
     ChatTurnCompleted,
     ServiceStarted,
@@ -177,6 +262,14 @@ Event = Union[
     MemoryForgotten,
     InboxImported,
     InboxRejected,
+    TrainingStarted,
+    TrainingProgress,
+    TrainingFinished,
+    TrainingFailed,
+    EvaluationCompleted,
+    AdapterPromoted,
+    AdapterRejected,
+    AdapterRolledBack,
 ]
 
 EVENT_TYPES: tuple[type, ...] = Event.__args__  # type: ignore[attr-defined]

@@ -34,8 +34,16 @@ from protocol.events import (  # noqa: E402
     MemoryForgotten,
     MemorySkipped,
     MemoryStored,
+    AdapterPromoted,
+    AdapterRejected,
+    AdapterRolledBack,
+    EvaluationCompleted,
     ServiceFailed,
     ServiceStarted,
+    TrainingFailed,
+    TrainingFinished,
+    TrainingProgress,
+    TrainingStarted,
 )
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "v1"
@@ -196,6 +204,48 @@ SAMPLES: dict[str, Envelope] = {
             reason="line 3: not valid JSON",
             sha256="60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752",
         ),
+    ),
+    "training.started": Envelope(
+        msg_id="0193a1b2c3d4e5f6training0started01", ts=1764205200.0, source="trainer", seq=120, v=1,
+        body=TrainingStarted(sleep_id="sl-0193a1b2", adapter_id="ad-20251127-0200", trigger="schedule",
+                             counts={"qa": 50, "chat": 10, "identity": 8, "replay": 12},
+                             source_seqs=[41, 57, 88], steps=300),
+    ),
+    "training.progress": Envelope(
+        msg_id="0193a1b2c3d4e5f6training0progress1", ts=1764205260.0, source="trainer", seq=121, v=1,
+        body=TrainingProgress(sleep_id="sl-0193a1b2", step=50, steps=300, loss=1.234, tokens_per_s=190.5,
+                              eta_s=240.0),
+    ),
+    "training.finished": Envelope(
+        msg_id="0193a1b2c3d4e5f6training0finished1", ts=1764205500.0, source="trainer", seq=125, v=1,
+        body=TrainingFinished(sleep_id="sl-0193a1b2", adapter_id="ad-20251127-0200", steps=300,
+                              final_loss=0.412, duration_s=298.7),
+    ),
+    "training.failed": Envelope(
+        msg_id="0193a1b2c3d4e5f6training0failed001", ts=1764205500.0, source="trainer", seq=126, v=1,
+        body=TrainingFailed(sleep_id="sl-0193a1b3", stage="dataset",
+                            error="no new trainable memories since the current adapter"),
+    ),
+    "evaluation.completed": Envelope(
+        msg_id="0193a1b2c3d4e5f6evaluation0done001", ts=1764205600.0, source="evaluator", seq=127, v=1,
+        parent_id="0193a1b2c3d4e5f6training0finished1",
+        body=EvaluationCompleted(adapter_id="ad-20251127-0200", baseline_id="ad-20251126-0200", verdict="promote",
+                                 metrics={"fact_recall": 0.9, "canary_acc": 0.75, "ppl_drift_pct": 0.4},
+                                 gates={"fact_recall": True, "canary": True, "ppl_drift": True},
+                                 reasons=[], duration_s=41.5),
+    ),
+    "adapter.promoted": Envelope(
+        msg_id="0193a1b2c3d4e5f6adapter0promoted01", ts=1764205610.0, source="trainer", seq=128, v=1,
+        body=AdapterPromoted(adapter_id="ad-20251127-0200", previous_id="ad-20251126-0200",
+                             sha256={"adapters.safetensors": "ab" * 32}),
+    ),
+    "adapter.rejected": Envelope(
+        msg_id="0193a1b2c3d4e5f6adapter0rejected01", ts=1764205610.0, source="trainer", seq=129, v=1,
+        body=AdapterRejected(adapter_id="ad-20251127-0201", reasons=["canary dropped 2.5 points (limit 1)"]),
+    ),
+    "adapter.rolled_back": Envelope(
+        msg_id="0193a1b2c3d4e5f6adapter0rolledbk01", ts=1764205700.0, source="cli", seq=130, v=1,
+        body=AdapterRolledBack(adapter_id="ad-20251126-0200", previous_id="ad-20251127-0200"),
     ),
 }
 
