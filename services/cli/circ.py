@@ -21,6 +21,7 @@ COMMANDS = {
     "log": ("services.cli.cmd_log", "read the event log: tail, export, verify, stats"),
     "model": ("services.cli.cmd_model", "install or convert the chat model"),
     "bench": ("services.cli.cmd_bench", "run a benchmark from bench/ (JSON on stdout)"),
+    "redact": ("services.cli.cmd_redact", "redact PII and secrets from stdin (check what would be stored)"),
     "recall": ("services.cli.cmd_memory", "search memory the way chat does"),
     "memory": ("services.cli.cmd_memory", "list, show, count or rebuild memories"),
     "forget": ("services.cli.cmd_memory", "forget memories (and erase their text from the log)"),
