@@ -50,6 +50,13 @@ class Job:
     received_at: float = field(default_factory=time.perf_counter)
 
 
+@dataclass(frozen=True)
+class Reload:
+    """Ask the model thread to serve whatever adapters/current names now."""
+
+    reason: str
+
+
 def resolve_model_dir(name: str) -> Path:
     """A model setting is a path, or a name under the models directory."""
     candidate = Path(name).expanduser()
@@ -92,7 +99,7 @@ class ChatServer:
         self.ctx = ctx or zmq.Context.instance()
         self.readiness = Readiness("chat")
         self.codec: Codec[Any] = Codec(ChatRequest)
-        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.jobs: queue.Queue[Job | Reload | None] = queue.Queue()
         self.commits: queue.Queue[tuple[Job, ChatTurnCompleted] | Envelope | None] = queue.Queue()
         self.active: dict[str, Job] = {}  # request_id -> job, owned by the IO thread
         self.fatal: BaseException | None = None
@@ -105,7 +112,9 @@ class ChatServer:
     def serve(self, stop: ShutdownFlag) -> None:
         self.stop = stop
         threads = [threading.Thread(target=self._model_thread, name="model", daemon=True),
-                   threading.Thread(target=self._committer_thread, name="committer", daemon=True)]
+                   threading.Thread(target=self._committer_thread, name="committer", daemon=True),
+                   threading.Thread(target=self._adapter_events_thread, name="adapter-events", daemon=True),
+                   threading.Thread(target=self._adapter_files_thread, name="adapter-files", daemon=True)]
         for thread in threads:
             thread.start()
         poller = zmq.Poller()
@@ -197,6 +206,18 @@ class ChatServer:
 
     # -- model thread -----------------------------------------------------
     def _model_thread(self) -> None:
+        try:
+            self._serve_jobs()
+        finally:
+            # MLX streams must be destroyed on the thread that made them before
+            # the process exits, or exit aborts now and then ("terminate called
+            # without an active exception", ml-explore/mlx#3126) and a SIGTERM
+            # stop ends in SIGABRT instead of exit code 0.
+            mlx_core = sys.modules.get("mlx.core")
+            if mlx_core is not None and hasattr(mlx_core, "clear_streams"):
+                mlx_core.clear_streams()
+
+    def _serve_jobs(self) -> None:
         out = Outbound(self.ctx)
         try:
             engine = self._load_engine()
@@ -208,6 +229,9 @@ class ChatServer:
             job = self.jobs.get()
             if job is None:
                 break
+            if isinstance(job, Reload):
+                self._reload_adapter(engine, job.reason)
+                continue
             self._run_job(engine, job, out)
         self.commits.put(None)
 
@@ -241,18 +265,72 @@ class ChatServer:
         return engine
 
     def _load_current_adapter(self, engine: Any) -> Envelope | None:
-        current = self.paths.adapters / "current"
-        if not current.exists():
-            return None
-        from services.chat.adapters import load_adapter_into
+        """Serve adapters/current from the start (a promotion missed while down is caught here)."""
+        return self._reload_adapter(engine, "startup", emit=False)
 
-        started = time.perf_counter()
-        adapter_id = load_adapter_into(engine.model, current.resolve())
-        engine.adapter_id = adapter_id
-        reload_ms = (time.perf_counter() - started) * 1000
-        log.info("chat.adapter_loaded", adapter_id=adapter_id, reload_ms=round(reload_ms, 1))
-        return new_envelope(AdapterReloaded(adapter_id=adapter_id, reload_ms=round(reload_ms, 2),
-                                            reason="startup"), source="chat")
+    def _reload_adapter(self, engine: Any, reason: str, *, emit: bool = True) -> Envelope | None:
+        """Swap to adapters/current between requests; a bad adapter leaves the old one serving."""
+        from services.chat.adapters import AdapterError, swap
+
+        try:
+            outcome = swap(engine.model, self.paths.adapters, engine.adapter_id)
+        except AdapterError as exc:
+            log.error("chat.adapter_refused", reason=reason, error=str(exc))
+            return None
+        if not outcome.changed:
+            return None
+        engine.adapter_id = outcome.adapter_id
+        engine.sessions.drop_caches()  # their KV caches were computed with the old weights
+        self.readiness.details["adapter"] = outcome.adapter_id or ""
+        log.info("chat.adapter_reloaded", adapter_id=outcome.adapter_id, previous_id=outcome.previous_id,
+                 reload_ms=round(outcome.reload_ms, 1), reason=reason)
+        event = new_envelope(AdapterReloaded(adapter_id=outcome.adapter_id, previous_id=outcome.previous_id,
+                                             reload_ms=round(outcome.reload_ms, 2), reason=reason), source="chat")
+        if emit:
+            self.commits.put(event)
+        return event
+
+    # -- adapter watchers: events first, the file as a fallback ----------------
+    def _adapter_events_thread(self) -> None:
+        from protocol.events import AdapterPromoted, AdapterRolledBack, event_tag
+        from services.common.consumer import EventConsumer
+
+        class FromHead:
+            """chat loads adapters/current at start, so only events from now on matter."""
+
+            position = None
+
+            def load(self) -> int:
+                return 0
+
+            def store(self, seq: int) -> None:
+                self.position = seq
+
+        types = [event_tag(AdapterPromoted), event_tag(AdapterRolledBack)]
+        consumer = EventConsumer(self.paths, "chat-adapters", types,
+                                 lambda env: self.jobs.put(Reload(env.type)), ctx=self.ctx, cursor=FromHead())
+        try:
+            while not self.stop.is_set():
+                try:
+                    if consumer.position == 0:  # skip history: jump to the head once
+                        consumer.position = consumer._log.replay(0, limit=1).head_seq
+                    consumer.poll(1.0)
+                except (ServiceUnavailable, RemoteError):
+                    self.stop.wait(1.0)
+        finally:
+            consumer.close()
+
+    def _adapter_files_thread(self) -> None:
+        from watchfiles import watch
+
+        self.paths.adapters.mkdir(parents=True, exist_ok=True)
+        try:
+            for changes in watch(self.paths.adapters, stop_event=self.stop._event, recursive=False,
+                                 rust_timeout=1000, yield_on_timeout=False):
+                if any(Path(p).name == "current" for _, p in changes):
+                    self.jobs.put(Reload("adapters/current changed"))
+        except Exception as exc:  # a fallback only: the events still work
+            log.warning("chat.adapter_watch_failed", error=str(exc))
 
     def _run_job(self, engine: Any, job: Job, out: Outbound) -> None:
         from services.chat.engine import TurnCallbacks, TurnRejected, TurnRequest
