@@ -61,10 +61,45 @@ class EventlogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     group_commit_max: int = 1000
 
 
+class TrainerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # The nightly sleep window, local time "HH:MM-HH:MM" (may wrap midnight);
+    # empty: no scheduled sleeps (use `circ sleep`).
+    window: str = "02:00-05:00"
+    # A scheduled sleep needs at least this many new trainable memories.
+    min_new_memories: int = 5
+    # Also sleep after the user has been idle this long (0: off).
+    idle_minutes: int = 0
+    # Training defaults tuned for fact learning on small models (DESIGN.md:
+    # rank 8 on all layers, lr 1e-4, ~300 single-example steps).
+    steps: int = 300
+    rank: int = 8
+    learning_rate: float = 1e-4
+    num_layers: int = -1
+    max_seq_len: int = 256
+    phrasings_per_fact: int = 5
+    # Share of earlier nights' examples mixed in to keep them.
+    replay_share: float = 0.3
+    # Adapters kept besides pinned ones, the current and the previous one.
+    keep_last: int = 5
+    # How long a sleep waits for the heavy-run lock before giving up.
+    lock_timeout_s: float = 600.0
+
+
+class EvaluatorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    min_fact_recall: float = 0.5
+    max_canary_drop_pts: float = 1.0
+    max_ppl_drift_pct: float = 1.0
+    max_false_recall: float = 0.05
+    max_format_drop: float = 0.1
+    lock_timeout_s: float = 600.0
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     chat: ChatConfig = ChatConfig()
     eventlog: EventlogConfig = EventlogConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    evaluator: EvaluatorConfig = EvaluatorConfig()
 
 
 def config_file() -> Path | None:

@@ -1,0 +1,5 @@
+import sys
+
+from services.evaluator.proc import main
+
+sys.exit(main())

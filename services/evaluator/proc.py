@@ -1,0 +1,216 @@
+"""The evaluator process: judge a candidate adapter on request, under the heavy-run lock.
+
+The main thread owns ROUTER ``evaluator.ctl`` and answers Ping at once; one
+judging thread owns MLX, loads the model for each evaluation (and drops it
+afterwards, so its memory returns between nights), takes the heavy-run lock,
+runs :func:`services.evaluator.core.evaluate`, logs ``evaluation.completed``
+and replies.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from protocol.codec import Codec, ProtocolError, encode
+from protocol.envelope import new_envelope
+from protocol.events import EvaluationCompleted, ServiceStarted
+from protocol.service_api import ErrorReply, Ping
+from protocol.trainer_api import Evaluate, EvaluationResult, EvaluatorRequest
+from services.common.config import Config
+from services.common.daemon import VERSION, InstanceLock, Readiness, ShutdownFlag
+from services.common.eventlog_client import EventlogClient
+from services.common.logging import get_logger
+from services.common.paths import Paths
+from services.common.rpc import RemoteError, ServiceUnavailable
+from services.common.zmqio import bind_router
+
+log = get_logger("evaluator")
+POLL_TIMEOUT_MS = 200
+OUTBOUND = "inproc://evaluator-outbound"
+
+
+class EvaluatorServer:
+    def __init__(self, paths: Paths, config: Config, ctx: zmq.Context | None = None) -> None:
+        self.paths = paths
+        self.config = config
+        self.ctx = ctx or zmq.Context.instance()
+        self.readiness = Readiness("evaluator")
+        self.codec: Codec[Any] = Codec(EvaluatorRequest)
+        self.router = bind_router(self.ctx, paths.endpoint("evaluator.ctl"))
+        self.inbound = self.ctx.socket(zmq.PULL)
+        self.inbound.bind(OUTBOUND)
+        self.jobs: queue.Queue[tuple[bytes, Evaluate] | None] = queue.Queue()
+        self.busy_with = ""
+
+    def serve(self, stop: ShutdownFlag) -> None:
+        worker = threading.Thread(target=self._judge_loop, name="judge", daemon=True)
+        worker.start()
+        self.readiness.ready = True
+        client = EventlogClient(self.paths, ctx=self.ctx)
+        try:
+            client.append([new_envelope(ServiceStarted(service="evaluator", pid=os.getpid(), version=VERSION),
+                                        source="evaluator")], retry_s=10)
+        except (ServiceUnavailable, RemoteError) as exc:
+            log.warning("evaluator.event_not_logged", error=str(exc))
+        finally:
+            client.close()
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.inbound, zmq.POLLIN)
+        while not stop.is_set():
+            ready = dict(poller.poll(POLL_TIMEOUT_MS))
+            if self.inbound in ready:
+                while True:
+                    try:
+                        ident, frame = self.inbound.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._send_raw(ident, frame)
+            if self.router in ready:
+                self._take_requests()
+        self.jobs.put(None)
+        worker.join(timeout=5)
+
+    def _take_requests(self) -> None:
+        while True:
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ident = frames[0]
+            if len(frames) != 2:
+                self._send(ident, ErrorReply(code="malformed", message="send exactly one frame per request"))
+                continue
+            try:
+                request = self.codec.decode(frames[1])
+            except ProtocolError as exc:
+                self._send(ident, ErrorReply(code=exc.code, message=f"{exc}; send a request from protocol.trainer_api"))
+                continue
+            match request:
+                case Ping(request_id=rid):
+                    self.readiness.details["busy_with"] = self.busy_with
+                    self._send(ident, self.readiness.pong(rid))
+                case Evaluate() if not Path(request.candidate_dir).is_dir():
+                    self._send(ident, ErrorReply(code="bad_request", request_id=request.request_id,
+                                                 message=f"no adapter directory {request.candidate_dir}"))
+                case Evaluate():
+                    self.jobs.put((ident, request))
+
+    def _send(self, ident: bytes, reply: Any) -> None:
+        self._send_raw(ident, encode(reply))
+
+    def _send_raw(self, ident: bytes, frame: bytes) -> None:
+        try:
+            self.router.send_multipart([ident, frame])
+        except zmq.ZMQError as exc:
+            log.info("evaluator.reply_undeliverable", error=str(exc))
+
+    # -- the judging thread (owns MLX) -------------------------------------------
+    def _judge_loop(self) -> None:
+        out = self.ctx.socket(zmq.PUSH)
+        out.setsockopt(zmq.LINGER, 0)
+        out.connect(OUTBOUND)
+        client = EventlogClient(self.paths, ctx=self.ctx)
+        try:
+            while True:
+                job = self.jobs.get()
+                if job is None:
+                    return
+                ident, request = job
+                self.busy_with = request.adapter_id
+                reply = self._judge(request, client)
+                self.busy_with = ""
+                out.send_multipart([ident, encode(reply)])
+        finally:
+            out.close()
+            client.close()
+
+    def _judge(self, request: Evaluate, client: EventlogClient) -> Any:
+        from services.common.heavylock import HeavyRunLock
+        from services.trainer.sleep import heavy_lock_path
+
+        started = time.monotonic()
+        lock = HeavyRunLock(heavy_lock_path(self.paths))
+        if not lock.acquire("evaluator", timeout_s=self.config.evaluator.lock_timeout_s):
+            return ErrorReply(code="busy", request_id=request.request_id,
+                              message="the heavy-run lock stayed busy; evaluate again later")
+        try:
+            outcome = self._measure(request)
+            evaluation = EvaluationCompleted(
+                adapter_id=request.adapter_id, baseline_id=request.baseline_id, verdict=outcome.verdict,
+                metrics={k: float(v) for k, v in outcome.metrics.items()},
+                gates={k: bool(v) for k, v in outcome.gates.items()}, reasons=list(outcome.reasons),
+                duration_s=round(time.monotonic() - started, 2))
+        except Exception as exc:  # a corrupt candidate is a reject, not a crash
+            log.exception("evaluator.failed", adapter_id=request.adapter_id)
+            evaluation = EvaluationCompleted(adapter_id=request.adapter_id, baseline_id=request.baseline_id,
+                                             verdict="reject", reasons=[f"evaluation failed: {exc}"],
+                                             duration_s=round(time.monotonic() - started, 2))
+        finally:
+            lock.release()
+            gc.collect()
+        log.info("evaluator.judged", adapter_id=request.adapter_id, verdict=evaluation.verdict,
+                 duration_s=evaluation.duration_s, reasons=evaluation.reasons)
+        try:
+            client.append([new_envelope(evaluation, source="evaluator", parent_id=request.request_id or None)],
+                          retry_s=30)
+        except (ServiceUnavailable, RemoteError) as exc:
+            log.warning("evaluator.event_not_logged", error=str(exc))
+        return EvaluationResult(request_id=request.request_id, evaluation=evaluation)
+
+    def _measure(self, request: Evaluate) -> Any:
+        from services.chat.proc import resolve_model_dir
+        from services.evaluator.core import Thresholds, evaluate
+        from services.models.compute import load_for_serving
+
+        e = self.config.evaluator
+        thresholds = Thresholds(min_fact_recall=e.min_fact_recall, max_canary_drop_pts=e.max_canary_drop_pts,
+                                max_ppl_drift_pct=e.max_ppl_drift_pct, max_false_recall=e.max_false_recall,
+                                max_format_drop=e.max_format_drop)
+        model, tokenizer, _ = load_for_serving(resolve_model_dir(self.config.chat.model), self.config.chat.compute)
+        try:
+            return evaluate(model, tokenizer, candidate_dir=Path(request.candidate_dir),
+                            baseline_dir=Path(request.baseline_dir) if request.baseline_dir else None,
+                            facts=list(request.facts), false_facts=list(request.false_facts), thresholds=thresholds)
+        finally:
+            del model
+
+    def close(self) -> None:
+        self.router.close()
+        self.inbound.close()
+
+
+def run(paths: Paths, config: Config) -> int:
+    from services.common.blas import preload_openblas
+
+    preload_openblas()
+    stop = ShutdownFlag().install()
+    paths.ensure()
+    lock = InstanceLock(paths, "evaluator").acquire()
+    server = EvaluatorServer(paths, config)
+    try:
+        server.serve(stop)
+    finally:
+        server.close()
+        lock.release()
+    log.info("evaluator.stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from services.common.entry import run_service
+
+    return run_service("evaluator", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

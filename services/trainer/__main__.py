@@ -1,0 +1,5 @@
+import sys
+
+from services.trainer.proc import main
+
+sys.exit(main())

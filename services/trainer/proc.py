@@ -1,0 +1,279 @@
+"""The trainer process: sleep schedule, `circ sleep`, adapter commands.
+
+The main thread owns ROUTER ``trainer.ctl`` and answers at once (status
+during a sleep included); a sleep runs on its own thread, which starts the
+training worker process (so no MLX ever runs in this process); scheduling is
+checked every few seconds on the main thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+import sys
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from protocol.codec import Codec, ProtocolError, encode
+from protocol.envelope import new_envelope, new_id
+from protocol.events import AdapterRolledBack, ServiceStarted
+from protocol.service_api import ErrorReply, Ping
+from protocol.trainer_api import (
+    AdapterChanged,
+    Evaluate,
+    EvaluationResult,
+    EvaluatorReply,
+    GetTrainerStatus,
+    Pin,
+    Rollback,
+    SleepAccepted,
+    StartSleep,
+    TrainerRequest,
+    TrainerStatus,
+)
+from services.common.config import Config
+from services.common.daemon import VERSION, InstanceLock, Readiness, ShutdownFlag
+from services.common.eventlog_client import EventlogClient
+from services.common.logging import get_logger
+from services.common.paths import Paths
+from services.common.rpc import RemoteError, RpcClient, ServiceUnavailable
+from services.common.zmqio import bind_router
+
+log = get_logger("trainer")
+
+POLL_TIMEOUT_MS = 500
+SCHEDULE_CHECK_S = 30.0
+EVALUATION_TIMEOUT_S = 3600.0
+
+
+class TrainerServer:
+    def __init__(self, paths: Paths, config: Config, ctx: zmq.Context | None = None) -> None:
+        from services.trainer.adapters import AdapterStore
+        from services.trainer.schedule import parse_window
+
+        self.paths = paths
+        self.config = config
+        self.ctx = ctx or zmq.Context.instance()
+        self.readiness = Readiness("trainer")
+        self.codec: Codec[Any] = Codec(TrainerRequest)
+        self.router = bind_router(self.ctx, paths.endpoint("trainer.ctl"))
+        self.log_client = EventlogClient(paths, ctx=self.ctx)
+        self.store = AdapterStore(paths.adapters)
+        self.window = parse_window(config.trainer.window)
+        self.sleep_thread: threading.Thread | None = None
+        self.sleep_state: Any = None
+        self.stop = ShutdownFlag()
+        self.last_window_sleep: dt.date | None = None
+
+    def emit_from(self, client: EventlogClient, body: Any) -> int:
+        return client.append([new_envelope(body, source="trainer")], retry_s=30.0).seqs[0]
+
+    # -- main loop ----------------------------------------------------------
+    def serve(self, stop: ShutdownFlag) -> None:
+        self.stop = stop
+        self.readiness.ready = True
+        try:
+            self.emit_from(self.log_client, ServiceStarted(service="trainer", pid=os.getpid(), version=VERSION,
+                                                           details={"window": self.config.trainer.window}))
+        except (ServiceUnavailable, RemoteError) as exc:
+            log.warning("trainer.event_not_logged", error=str(exc))
+        log.info("trainer.ready", window=self.config.trainer.window, current=self.store.current())
+        next_check = time.monotonic() + 5.0
+        while not stop.is_set():
+            if self.router.poll(POLL_TIMEOUT_MS, zmq.POLLIN):
+                self._take_requests()
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + SCHEDULE_CHECK_S
+                self._maybe_sleep()
+        if self.sleep_thread is not None:
+            self.sleep_thread.join(timeout=30)  # the worker is told to stop through should_stop
+
+    def _take_requests(self) -> None:
+        while True:
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ident = frames[0]
+            if len(frames) != 2:
+                self._send(ident, ErrorReply(code="malformed", message="send exactly one frame per request"))
+                continue
+            try:
+                request = self.codec.decode(frames[1])
+            except ProtocolError as exc:
+                self._send(ident, ErrorReply(code=exc.code, message=f"{exc}; send a request from protocol.trainer_api"))
+                continue
+            try:
+                reply = self._answer(request)
+            except Exception as exc:
+                log.exception("trainer.request_failed", type=type(request).__name__)
+                reply = ErrorReply(code="internal", request_id=getattr(request, "request_id", ""),
+                                   message=f"trainer failed: {exc}")
+            self._send(ident, reply)
+
+    def _send(self, ident: bytes, reply: Any) -> None:
+        try:
+            self.router.send_multipart([ident, encode(reply)])
+        except zmq.ZMQError as exc:
+            log.info("trainer.reply_undeliverable", error=str(exc))
+
+    def _answer(self, request: Any) -> Any:
+        match request:
+            case Ping(request_id=rid):
+                self.readiness.details["state"] = self._state()
+                return self.readiness.pong(rid)
+            case StartSleep(request_id=rid, steps=steps):
+                if steps is not None and not 1 <= steps <= 100_000:
+                    return ErrorReply(code="bad_request", request_id=rid, message="steps must be 1..100000")
+                if self._sleeping():
+                    return ErrorReply(code="busy", request_id=rid,
+                                      message=f"a sleep is already running ({self.sleep_state.sleep_id}); "
+                                              "follow it with `circ sleep --wait`")
+                state = self._start_sleep("request", steps)
+                return SleepAccepted(request_id=rid, sleep_id=state.sleep_id, adapter_id=state.adapter_id)
+            case GetTrainerStatus(request_id=rid):
+                return self._status(rid)
+            case Rollback(adapter_id=target, request_id=rid):
+                return self._rollback(target, rid)
+            case Pin(adapter_id=adapter_id, pinned=pinned, request_id=rid):
+                self.store.pin(adapter_id, pinned)
+                return AdapterChanged(request_id=rid, current=self.store.current(),
+                                      pinned=[a.adapter_id for a in self.store.list() if a.pinned])
+        return ErrorReply(code="bad_request", message=f"unsupported request {type(request).__name__}")
+
+    # -- sleeps ---------------------------------------------------------------
+    def _sleeping(self) -> bool:
+        return self.sleep_thread is not None and self.sleep_thread.is_alive()
+
+    def _state(self) -> str:
+        return self.sleep_state.state if self._sleeping() and self.sleep_state else "idle"
+
+    def _start_sleep(self, trigger: str, steps: int | None) -> Any:
+        from services.trainer.sleep import Sleep, SleepState, new_sleep_ids
+
+        sleep_id, adapter_id = new_sleep_ids(self.store)
+        state = SleepState(sleep_id=sleep_id, adapter_id=adapter_id, trigger=trigger)
+        self.sleep_state = state
+
+        def body() -> None:
+            client = EventlogClient(self.paths, ctx=self.ctx)
+            evaluator = RpcClient(self.paths, "evaluator", "evaluator.ctl", EvaluatorReply,
+                                  timeout_s=EVALUATION_TIMEOUT_S, ctx=self.ctx)
+            try:
+                sleep = Sleep(self.paths, self.config, state, emit=lambda b: self.emit_from(client, b),
+                              evaluate=lambda req: self._evaluate(evaluator, req),
+                              should_stop=self.stop.is_set, steps=steps)
+                verdict = sleep.run()
+                log.info("trainer.sleep_done", sleep_id=sleep_id, verdict=verdict)
+            finally:
+                client.close()
+                evaluator.close()
+
+        self.sleep_thread = threading.Thread(target=body, name="sleep", daemon=True)
+        self.sleep_thread.start()
+        log.info("trainer.sleep_started", sleep_id=sleep_id, adapter_id=adapter_id, trigger=trigger)
+        return state
+
+    @staticmethod
+    def _evaluate(evaluator: RpcClient, request: Evaluate) -> Any:
+        reply = evaluator.request(request)
+        if not isinstance(reply, EvaluationResult):
+            raise RuntimeError(f"the evaluator answered {type(reply).__name__}")
+        return reply.evaluation
+
+    def _new_trainable(self) -> int:
+        from services.trainer.memories import trainable_memories
+
+        current = self.store.current()
+        since = int(self.store.show(current).get("dataset", {}).get("max_seq", 0)) if current else 0
+        return len(trainable_memories(self.paths.memory, after_seq=since))
+
+    def _idle_s(self) -> float | None:
+        try:
+            conn = sqlite3.connect(f"file:{self.paths.events_db}?mode=ro", uri=True, timeout=2)
+            last = conn.execute("SELECT MAX(ts) FROM events WHERE type = 'chat.turn_completed'").fetchone()[0]
+            conn.close()
+        except sqlite3.Error:
+            return None
+        return None if last is None else time.time() - last
+
+    def _maybe_sleep(self) -> None:
+        from services.trainer.schedule import sleep_trigger
+
+        if self._sleeping():
+            return
+        now = dt.datetime.now()
+        try:
+            trigger = sleep_trigger(now=now, window=self.window, new_memories=self._new_trainable(),
+                                    min_new=self.config.trainer.min_new_memories, idle_s=self._idle_s(),
+                                    idle_minutes=self.config.trainer.idle_minutes,
+                                    slept_in_window=self.last_window_sleep == now.date())
+        except Exception as exc:
+            log.warning("trainer.schedule_check_failed", error=str(exc))
+            return
+        if trigger is not None:
+            if trigger == "schedule":
+                self.last_window_sleep = now.date()
+            self._start_sleep(trigger, None)
+
+    def _status(self, rid: str) -> TrainerStatus:
+        from services.common.heavylock import HeavyRunLock
+        from services.trainer.sleep import heavy_lock_path
+
+        holder = HeavyRunLock(heavy_lock_path(self.paths)).holder()
+        state = self.sleep_state
+        sleeping = self._sleeping()
+        next_window = ""
+        if self.window is not None:
+            next_window = self.window.next_opening(dt.datetime.now()).isoformat(timespec="minutes")
+        try:
+            new_trainable = self._new_trainable()
+        except Exception:
+            new_trainable = 0
+        return TrainerStatus(
+            request_id=rid, state=self._state(), sleep_id=state.sleep_id if state else "",
+            step=state.step if state and sleeping else 0, steps=state.steps if state and sleeping else 0,
+            loss=state.loss if state and sleeping else 0.0,
+            lock_holder=f"{holder.get('holder')} (pid {holder.get('pid')})" if holder else "",
+            current_adapter=self.store.current(), last_verdict=state.verdict if state else "",
+            new_trainable=new_trainable, next_window=next_window)
+
+    def _rollback(self, target: str | None, rid: str) -> Any:
+        previous = self.store.current()
+        if self._sleeping() and self.sleep_state.state == "promoting":
+            return ErrorReply(code="busy", request_id=rid, message="a promotion is in progress; retry in a moment")
+        new = self.store.rollback(None if target == "none" else target) if target != "none" else self.store.rollback_to_base()
+        self.emit_from(self.log_client, AdapterRolledBack(adapter_id=new, previous_id=previous))
+        return AdapterChanged(request_id=rid, current=new, previous=previous)
+
+    def close(self) -> None:
+        self.router.close()
+        self.log_client.close()
+
+
+def run(paths: Paths, config: Config) -> int:
+    stop = ShutdownFlag().install()
+    paths.ensure()
+    lock = InstanceLock(paths, "trainer").acquire()
+    server = TrainerServer(paths, config)
+    try:
+        server.serve(stop)
+    finally:
+        server.close()
+        lock.release()
+    log.info("trainer.stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from services.common.entry import run_service
+
+    return run_service("trainer", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""One sleep, start to verdict: lock, dataset, train, evaluate, promote.
+
+Socket-free: events go out through ``emit`` and the evaluator is reached
+through ``evaluate``, so tests drive a whole night in process. The heavy-run
+lock is held for building and training and released before the evaluator is
+asked (it takes the lock itself): the two never overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol.envelope import new_id
+from protocol.events import (
+    AdapterPromoted,
+    AdapterRejected,
+    EvaluationCompleted,
+    TrainingFailed,
+    TrainingFinished,
+    TrainingProgress,
+    TrainingStarted,
+)
+from protocol.trainer_api import Evaluate
+from services.common.config import Config
+from services.common.logging import get_logger
+from services.common.paths import Paths
+
+log = get_logger("trainer.sleep")
+
+EmitFn = Callable[[Any], int]
+EvaluateFn = Callable[[Evaluate], EvaluationCompleted]
+PROGRESS_EVERY_S = 2.0
+
+
+class SleepFailed(Exception):
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+@dataclass
+class SleepState:
+    sleep_id: str
+    adapter_id: str
+    trigger: str
+    state: str = "building"
+    step: int = 0
+    steps: int = 0
+    loss: float = 0.0
+    verdict: str = ""
+    error: str = ""
+    started_at: float = field(default_factory=time.time)
+
+
+def new_sleep_ids(store: Any) -> tuple[str, str]:
+    return new_id("sl-"), store.new_id()
+
+
+def heavy_lock_path(paths: Paths) -> Path:
+    return paths.run / "heavy.lock"
+
+
+class Sleep:
+    def __init__(self, paths: Paths, config: Config, state: SleepState, *, emit: EmitFn,
+                 evaluate: EvaluateFn, should_stop: Callable[[], bool], steps: int | None = None) -> None:
+        from services.trainer.adapters import AdapterStore
+
+        self.paths = paths
+        self.config = config
+        self.state = state
+        self.emit = emit
+        self.evaluate = evaluate
+        self.should_stop = should_stop
+        self.steps = steps or config.trainer.steps
+        self.store = AdapterStore(paths.adapters)
+
+    def run(self) -> str:
+        """Run the sleep; returns the verdict: promote, reject or failed (events tell the rest)."""
+        try:
+            verdict = self._run()
+        except SleepFailed as exc:
+            self.state.state, self.state.error, verdict = "idle", str(exc), "failed"
+            log.warning("trainer.sleep_failed", stage=exc.stage, error=str(exc))
+            self.emit(TrainingFailed(sleep_id=self.state.sleep_id, stage=exc.stage, error=str(exc)))
+        except Exception as exc:  # a bug must still end the sleep with an event
+            self.state.state, self.state.error, verdict = "idle", str(exc), "failed"
+            log.exception("trainer.sleep_crashed")
+            self.emit(TrainingFailed(sleep_id=self.state.sleep_id, stage="internal", error=f"{type(exc).__name__}: {exc}"))
+        self.state.verdict = verdict
+        self.state.state = "idle"
+        return verdict
+
+    # -- the night ----------------------------------------------------------
+    def _run(self) -> str:
+        from services.common.heavylock import HeavyRunLock
+
+        lock = HeavyRunLock(heavy_lock_path(self.paths))
+        if not lock.acquire("trainer", timeout_s=self.config.trainer.lock_timeout_s):
+            holder = lock.holder() or {}
+            raise SleepFailed("lock", f"the heavy-run lock is held by {holder.get('holder', 'another process')}; "
+                                      "try again when it is done")
+        try:
+            self.store.cleanup_staging()
+            dataset, manifest = self._build_dataset()
+            self._train(manifest)
+        finally:
+            lock.release()
+        return self._judge(dataset)
+
+    def _previous_max_seq(self) -> int:
+        current = self.store.current()
+        if current is None:
+            return 0
+        manifest = self.store.show(current)
+        return int(manifest.get("dataset", {}).get("max_seq", 0))
+
+    def _replay(self, new_examples: int) -> list[dict]:
+        pool: list[dict] = []
+        for info in self.store.list():
+            path = self.paths.adapters / info.adapter_id / "replay.jsonl"
+            if path.is_file():
+                pool += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        share = self.config.trainer.replay_share
+        want = int(round(new_examples * share / max(1e-9, 1 - share))) if pool else 0
+        return random.Random(self.state.sleep_id).sample(pool, min(want, len(pool)))
+
+    def _build_dataset(self) -> tuple[Any, dict]:
+        from services.trainer.dataset import build_dataset, save_dataset
+        from services.trainer.memories import trainable_memories
+
+        since = self._previous_max_seq()
+        memories = trainable_memories(self.paths.memory, after_seq=since)
+        if not memories:
+            raise SleepFailed("dataset", f"no new trainable memories since seq {since} "
+                                         "(memories routed to training, not forgotten, not #no-train)")
+        first = build_dataset(memories, phrasings=self.config.trainer.phrasings_per_fact, seed=0)
+        replay = self._replay(len(first.examples))
+        dataset = build_dataset(memories, replay=replay, phrasings=self.config.trainer.phrasings_per_fact, seed=0)
+        if not dataset.examples:
+            raise SleepFailed("dataset", "the night's memories produced no training examples")
+        staging = self.store.stage(self.state.adapter_id)
+        save_dataset(dataset, staging / "dataset")
+        (staging / "replay.jsonl").write_text("".join(json.dumps(e) + "\n" for e in dataset.replay_pool))
+        manifest = dict(dataset.manifest)
+        manifest["max_seq"] = max(m.seq for m in memories)
+        manifest["since_seq"] = since
+        counts = {k: int(v) for k, v in manifest.get("counts", {}).items()}
+        self.state.state, self.state.steps = "training", self.steps
+        self.emit(TrainingStarted(sleep_id=self.state.sleep_id, adapter_id=self.state.adapter_id,
+                                  trigger=self.state.trigger, counts=counts,
+                                  source_seqs=sorted({m.seq for m in memories}), steps=self.steps))
+        return dataset, manifest
+
+    def _params(self) -> Any:
+        from services.trainer.params import TrainParams
+
+        t = self.config.trainer
+        return TrainParams(rank=t.rank, lr=t.learning_rate, num_layers=t.num_layers, steps=self.steps,
+                           max_seq_len=t.max_seq_len)
+
+    def _train(self, manifest: dict) -> None:
+        from services.chat.proc import resolve_model_dir
+        from services.trainer.runner import run_worker
+
+        staging = self.store.stage(self.state.adapter_id)
+        last_report = 0.0
+        started = time.monotonic()
+
+        def on_progress(p: dict) -> None:
+            nonlocal last_report
+            self.state.step, self.state.loss = int(p.get("step", 0)), float(p.get("loss", 0.0))
+            if time.monotonic() - last_report >= PROGRESS_EVERY_S or self.state.step >= self.steps:
+                last_report = time.monotonic()
+                self.emit(TrainingProgress(sleep_id=self.state.sleep_id, step=self.state.step, steps=self.steps,
+                                           loss=round(self.state.loss, 4),
+                                           tokens_per_s=round(float(p.get("tokens_per_s", 0.0)), 1),
+                                           eta_s=round(float(p.get("eta_s", 0.0)), 1)))
+
+        params = self._params()
+        result = run_worker(resolve_model_dir(self.config.chat.model), staging / "dataset", staging, params,
+                            on_progress=on_progress, should_stop=self.should_stop)
+        if not result.ok:
+            raise SleepFailed("memory" if result.exit_code == 3 else "train", result.error or "training failed")
+        manifest_out = {"dataset": manifest, "train": _builtins(params), "sleep_id": self.state.sleep_id,
+                        "trigger": self.state.trigger, "final_loss": self.state.loss}
+        self.state.state = "saving"
+        self.store.commit(self.state.adapter_id, manifest_out)
+        self.emit(TrainingFinished(sleep_id=self.state.sleep_id, adapter_id=self.state.adapter_id,
+                                   steps=self.state.step, final_loss=round(self.state.loss, 4),
+                                   duration_s=round(time.monotonic() - started, 1)))
+
+    def _judge(self, dataset: Any) -> str:
+        self.state.state = "evaluating"
+        current = self.store.current()
+        request = Evaluate(adapter_id=self.state.adapter_id,
+                           candidate_dir=str(self.paths.adapters / self.state.adapter_id),
+                           baseline_dir=str(self.paths.adapters / current) if current else None,
+                           baseline_id=current, facts=list(dataset.eval_facts),
+                           false_facts=list(dataset.false_facts), request_id=new_id("e"))
+        try:
+            evaluation = self.evaluate(request)
+        except Exception as exc:
+            reason = f"the evaluator could not judge it: {exc}"
+            self.store.update_manifest(self.state.adapter_id, "verdict", "reject")
+            self.emit(AdapterRejected(adapter_id=self.state.adapter_id, reasons=[reason]))
+            return "reject"
+        self.store.update_manifest(self.state.adapter_id, "evaluation", _builtins(evaluation))
+        self.store.update_manifest(self.state.adapter_id, "verdict", evaluation.verdict)
+        if evaluation.verdict != "promote":
+            self.emit(AdapterRejected(adapter_id=self.state.adapter_id, reasons=list(evaluation.reasons)))
+            return "reject"
+        self.state.state = "promoting"
+        self.store.promote(self.state.adapter_id)
+        sha = self.store.show(self.state.adapter_id).get("sha256", {})
+        self.emit(AdapterPromoted(adapter_id=self.state.adapter_id, previous_id=current,
+                                  sha256={k: str(v) for k, v in sha.items()}))
+        self.store.retain(self.config.trainer.keep_last)
+        return "promote"
+
+
+def _builtins(obj: Any) -> Any:
+    import msgspec
+
+    return msgspec.to_builtins(obj)
