@@ -20,6 +20,8 @@ COMMANDS = {
     "doctor": ("services.cli.cmd_doctor", "check the machine: backend, BLAS speed, model, data, daemons"),
     "log": ("services.cli.cmd_log", "read the event log: tail, export, verify, stats"),
     "model": ("services.cli.cmd_model", "install or convert the chat model"),
+    "sleep": ("services.cli.cmd_night", "sleep now: train, evaluate and maybe promote an adapter"),
+    "adapters": ("services.cli.cmd_night", "list, show, roll back or pin adapters"),
     "bench": ("services.cli.cmd_bench", "run a benchmark from bench/ (JSON on stdout)"),
     "redact": ("services.cli.cmd_redact", "redact PII and secrets from stdin (check what would be stored)"),
     "recall": ("services.cli.cmd_memory", "search memory the way chat does"),

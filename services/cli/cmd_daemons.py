@@ -47,7 +47,8 @@ def up(paths: Paths, args: argparse.Namespace) -> int:
 
     problem = _check_model()
     if problem:
-        print(f"circ up: {problem}\n  install the embedded model with `circ model install`", file=sys.stderr)
+        # One line: ModelError's message already names the file and the fix.
+        print(f"circ up: {problem}", file=sys.stderr)
         return 1
     supervisor = Supervisor(paths)
     try:
