@@ -1,0 +1,467 @@
+"""The vector memory: SQLite is the truth, a usearch HNSW index is a cache of it.
+
+``memories.db`` (WAL, ``synchronous=FULL``, ``secure_delete=ON``) holds every
+memory: its redacted text, metadata and float32 vector. ``vectors.usearch``
+holds the same vectors in an HNSW graph for fast cosine search. It is written
+only by :meth:`MemoryIndex.save` (temp file, fsync, rename, fsync dir), and on
+open it is checked against the database (sha256 recorded at save, key set,
+count) and repaired or rebuilt from the stored vectors when it disagrees —
+no re-embedding. ``MemoryIndex.status`` says which happened and why.
+
+Keys: each memory gets a usearch key (an integer) that is never reused, and a
+key's vector never changes, so a loadable file with the right key set is the
+right cache: a stale file is repaired by adding and removing keys.
+
+Forgetting leaves a tombstone row (id, key, seq, chunk, session, time, route)
+so a replayed turn is not stored again, and erases everything else: text,
+hash, tags and vector in SQLite (``secure_delete`` zeroes the freed bytes; the
+WAL is checkpointed and truncated), and the vector in usearch. usearch keeps a
+removed vector's bytes in its slot (they would be saved with the file), so
+forget() overwrites every free slot with a placeholder before it saves.
+
+One ``MemoryIndex`` per directory and process; calls are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+from usearch.index import Index, MetricKind
+
+from services.common.atomic import fsync_dir
+
+DB_NAME = "memories.db"
+VECTORS_NAME = "vectors.usearch"
+_SCRUB_BASE_KEY = 1 << 62  # placeholder keys, never handed out to memories
+_META_PREFIX = "index."  # reserved meta keys; callers use their own (e.g. cursor_seq)
+_HASH_CHUNK = 1 << 20
+_WORD = re.compile(r"\S+")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS memories (
+    memory_id   TEXT PRIMARY KEY,
+    key         INTEGER UNIQUE NOT NULL,
+    seq         INTEGER NOT NULL,
+    chunk       INTEGER NOT NULL DEFAULT 0,
+    session_id  TEXT NOT NULL DEFAULT '',
+    ts          REAL NOT NULL DEFAULT 0,
+    route       TEXT NOT NULL DEFAULT '',
+    tags        TEXT NOT NULL DEFAULT '[]',
+    text        TEXT NOT NULL DEFAULT '',
+    text_sha256 TEXT NOT NULL DEFAULT '',
+    vector      BLOB,
+    forgotten   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS memories_sha ON memories(text_sha256) WHERE forgotten = 0;
+CREATE INDEX IF NOT EXISTS memories_seq ON memories(seq, chunk);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_COLUMNS = "memory_id, seq, chunk, session_id, ts, route, tags, text, text_sha256, forgotten"
+
+
+class MemoryRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One memory: a redacted chunk of a user's turn (``text`` is never raw)."""
+
+    memory_id: str
+    seq: int  # the chat.turn_completed event it came from
+    chunk: int = 0
+    session_id: str = ""
+    ts: float = 0.0
+    route: str = ""  # "rag" | "lora" | "both"
+    tags: list[str] = []
+    text: str = ""
+    text_sha256: str = ""  # the caller's duplicate key; sha256(text) when empty
+    forgotten: bool = False
+
+
+class Hit(msgspec.Struct, frozen=True):
+    memory_id: str
+    score: float  # cosine similarity, 1.0 = same direction
+    record: MemoryRecord
+
+
+class IndexStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What opening the index did with ``vectors.usearch``, and why."""
+
+    action: str  # "created" | "loaded" | "repaired" | "rebuilt"
+    reason: str
+    memories: int
+    duration_ms: float
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def chunk_text(text: str, max_words: int = 200, overlap_words: int = 40) -> list[str]:
+    """Split a long text into windows of ``max_words`` words, ``overlap_words`` shared.
+
+    Chunks are slices of the original text (its spacing and newlines kept).
+    A text of at most ``max_words`` words is one chunk; blank text is none.
+    """
+    if max_words < 1 or not 0 <= overlap_words < max_words:
+        raise ValueError("need max_words >= 1 and 0 <= overlap_words < max_words")
+    spans = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+    if not spans:
+        return []
+    if len(spans) <= max_words:
+        return [text.strip()]
+    step = max_words - overlap_words
+    chunks = []
+    for start in range(0, len(spans), step):
+        window = spans[start:start + max_words]
+        chunks.append(text[window[0][0]:window[-1][1]])
+        if start + max_words >= len(spans):
+            break
+    return chunks
+
+
+class MemoryIndex:
+    def __init__(self, directory: Path, dim: int = 384) -> None:
+        started = time.perf_counter()
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # private: what the user said
+        self.dim = dim
+        self.db_path = self.directory / DB_NAME
+        self.vectors_path = self.directory / VECTORS_NAME
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
+        os.chmod(self.db_path, 0o600)  # SQLite gives the -wal and -shm files the same mode
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON"):
+            self._db.execute(f"PRAGMA {pragma}")
+        self._db.executescript(_SCHEMA)
+        stored_dim = self.get_meta(_META_PREFIX + "dim")
+        if stored_dim is None:
+            self.set_meta(_META_PREFIX + "dim", str(dim))
+        elif int(stored_dim) != dim:
+            self._db.close()
+            raise ValueError(f"{self.db_path} holds {stored_dim}-dimensional vectors, not {dim}")
+        self._next_key = self._scalar("SELECT COALESCE(MAX(key), 0) + 1 FROM memories")
+        action, reason = self._open_vectors()
+        self.status = IndexStatus(action=action, reason=reason, memories=len(self._ix),
+                                  duration_ms=round((time.perf_counter() - started) * 1000, 1))
+
+    # -- writing ----------------------------------------------------------------
+    def add(self, records: list[MemoryRecord], vectors: np.ndarray | None, *,
+            meta: dict[str, str] | None = None) -> int:
+        """Insert new memories and ``meta`` in one transaction; return how many were new.
+
+        Idempotent by memory_id: a record already stored (or forgotten) is
+        skipped, so a caller can replay a turn and advance its cursor in
+        ``meta`` atomically with the insert.
+        """
+        matrix = self._check_vectors(vectors, len(records))
+        with self._lock:
+            rows, positions, seen = [], [], set()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for position, record in enumerate(records):
+                    if record.memory_id in seen or self._exists(record.memory_id):
+                        continue
+                    seen.add(record.memory_id)
+                    rows.append((record.memory_id, self._next_key + len(rows), record.seq, record.chunk,
+                                 record.session_id, record.ts, record.route, json.dumps(list(record.tags)),
+                                 record.text, record.text_sha256 or text_sha256(record.text),
+                                 matrix[position].tobytes()))
+                    positions.append(position)
+                self._db.executemany(
+                    "INSERT INTO memories (memory_id, key, seq, chunk, session_id, ts, route, tags, text, "
+                    "text_sha256, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self._write_meta(meta or {})
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._next_key += len(rows)
+            if rows:  # the cache follows the truth; a crash before save() is repaired on open
+                self._ix.add(np.array([row[1] for row in rows], dtype=np.uint64), matrix[positions])
+            return len(rows)
+
+    def forget(self, memory_ids: list[str]) -> int:
+        """Erase these memories (text, hash, tags, vector); return how many were live."""
+        with self._lock:
+            keys = [row[0] for ids in _batches(sorted(set(memory_ids))) for row in self._db.execute(
+                f"SELECT key FROM memories WHERE forgotten = 0 AND memory_id IN ({_marks(ids)})", ids)]
+            if not keys:
+                return 0
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "UPDATE memories SET forgotten = 1, text = '', text_sha256 = '', tags = '[]', "
+                    "vector = NULL WHERE key = ?", [(k,) for k in keys])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            # Old page images in the WAL still hold the text until a checkpoint.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._ix.remove(np.array(keys, dtype=np.uint64))
+            self._scrub_free_slots()
+            self.save()
+            return len(keys)
+
+    def save(self) -> None:
+        """Write ``vectors.usearch`` atomically and record its checksum in the database."""
+        with self._lock:
+            tmp = self.vectors_path.with_name(f".{VECTORS_NAME}.{os.getpid()}.tmp")
+            try:
+                self._ix.save(str(tmp))
+                os.chmod(tmp, 0o600)
+                digest = _sha256_file(tmp)
+                with open(tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(tmp, self.vectors_path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            fsync_dir(self.directory)
+            # A crash before this line leaves a file with no matching checksum: rebuilt on open.
+            self._set_many({_META_PREFIX + "file_sha256": digest, _META_PREFIX + "file_count": str(len(self._ix))})
+
+    def rebuild(self) -> None:
+        """Recreate the in-memory HNSW graph from the stored vectors (then call save())."""
+        with self._lock:
+            self._ix = self._fresh_index()
+            keys, matrix = self._live_vectors()
+            if len(keys):
+                self._ix.add(keys, matrix)
+
+    # -- reading ----------------------------------------------------------------
+    def search(self, vector: np.ndarray, k: int, *, exclude_forgotten: bool = True) -> builtins.list[Hit]:
+        """The ``k`` memories most similar to ``vector`` (cosine), best first."""
+        query = self._check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1), 1)[0]
+        with self._lock:
+            if k < 1 or len(self._ix) == 0:
+                return []
+            matches = self._ix.search(query, min(k, len(self._ix)), threads=1)
+            keys = [int(key) for key in matches.keys]
+            scores = {key: 1.0 - float(d) for key, d in zip(keys, matches.distances, strict=True)}
+            records = self._records_by_key(keys)
+        hits = [Hit(records[key].memory_id, scores[key], records[key]) for key in keys if key in records]
+        if exclude_forgotten:
+            hits = [h for h in hits if not h.record.forgotten]
+        return hits
+
+    def find_duplicate(self, vector: np.ndarray, threshold: float = 0.97) -> Hit | None:
+        """The closest live memory when its cosine similarity is at least ``threshold``."""
+        hits = self.search(vector, 1)
+        return hits[0] if hits and hits[0].score >= threshold else None
+
+    def has_text(self, sha: str) -> bool:
+        """Is a live memory stored under this ``text_sha256``?"""
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM memories WHERE text_sha256 = ? AND forgotten = 0 LIMIT 1",
+                                    (sha,)).fetchone() is not None
+
+    def get(self, memory_id: str, *, include_forgotten: bool = False) -> MemoryRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM memories WHERE memory_id = ?",
+                                   (memory_id,)).fetchone()
+        record = None if row is None else _record(row)
+        return record if record is not None and (include_forgotten or not record.forgotten) else None
+
+    def list(self, limit: int = 20, offset: int = 0) -> builtins.list[MemoryRecord]:
+        """Live memories, newest turn first."""
+        return self._select("WHERE forgotten = 0 ORDER BY seq DESC, chunk LIMIT ? OFFSET ?",
+                            (max(0, limit), max(0, offset)))
+
+    def by_seq(self, seq: int) -> builtins.list[MemoryRecord]:
+        """Live memories (chunks) of one turn."""
+        return self._select("WHERE forgotten = 0 AND seq = ? ORDER BY chunk", (seq,))
+
+    def find_text(self, needle: str, limit: int = 100) -> builtins.list[MemoryRecord]:
+        """Live memories whose text contains ``needle`` (case-insensitive), newest first."""
+        pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return self._select("WHERE forgotten = 0 AND text LIKE ? ESCAPE '\\' ORDER BY seq DESC, chunk LIMIT ?",
+                            (pattern, max(0, limit)))
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            by_route = dict(self._db.execute(
+                "SELECT route, COUNT(*) FROM memories WHERE forgotten = 0 GROUP BY route").fetchall())
+            forgotten = self._scalar("SELECT COUNT(*) FROM memories WHERE forgotten = 1")
+            sizes = [p.stat().st_size for p in self.directory.iterdir()
+                     if p.is_file() and p.name.startswith((DB_NAME, VECTORS_NAME))]
+            return {"memories": sum(by_route.values()), "forgotten": forgotten, "by_route": by_route,
+                    "indexed": len(self._ix), "dim": self.dim, "bytes": sum(sizes),
+                    "opened": self.status.action, "open_reason": self.status.reason}
+
+    # -- meta (callers keep their cursor here) ------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._set_many({key: value})
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None  # type: ignore[assignment]
+
+    def __enter__(self) -> MemoryIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------
+    def _open_vectors(self) -> tuple[str, str]:
+        """Load ``vectors.usearch`` if it matches the database; else repair or rebuild it."""
+        live = self._scalar("SELECT COUNT(*) FROM memories WHERE forgotten = 0")
+        if not self.vectors_path.exists():
+            self.rebuild()
+            return ("created", "new index") if live == 0 else ("rebuilt", f"{VECTORS_NAME} was missing")
+        recorded = self.get_meta(_META_PREFIX + "file_sha256")
+        if recorded is None or _sha256_file(self.vectors_path) != recorded:
+            self.rebuild()
+            return "rebuilt", f"{VECTORS_NAME} does not match the checksum recorded when it was saved"
+        try:
+            index = Index.restore(str(self.vectors_path))
+            problem = "not a usearch index" if index is None else ""
+        except Exception as exc:  # any unreadable file is rebuilt
+            index, problem = None, f"{type(exc).__name__}: {exc}"
+        if index is not None and (index.ndim != self.dim or index.metric_kind != MetricKind.Cos):
+            problem = f"{index.ndim} dimensions, {index.metric_kind}; expected {self.dim}, cosine"
+        if problem:
+            self.rebuild()
+            return "rebuilt", f"{VECTORS_NAME} was unusable ({problem})"
+        self._ix = index
+        added, removed = self._reconcile()
+        if added or removed:
+            return "repaired", (f"{VECTORS_NAME} was older than the database: added {added}, "
+                                f"removed {removed} vectors")
+        return "loaded", f"{VECTORS_NAME} matches the database"
+
+    def _reconcile(self) -> tuple[int, int]:
+        """Make the loaded index hold exactly the live keys; (added, removed)."""
+        live_keys = np.array([r[0] for r in self._db.execute(
+            "SELECT key FROM memories WHERE forgotten = 0")], dtype=np.uint64)
+        indexed = np.asarray(self._ix.keys, dtype=np.uint64) if len(self._ix) else np.zeros(0, np.uint64)
+        extra = np.setdiff1d(indexed, live_keys)
+        missing = np.setdiff1d(live_keys, indexed)
+        if len(extra):
+            self._ix.remove(extra)
+            self._scrub_free_slots()
+        if len(missing):
+            keys, matrix = self._live_vectors(missing)
+            self._ix.add(keys, matrix)
+        return len(missing), len(extra)
+
+    def _scrub_free_slots(self) -> None:
+        """Overwrite the vectors of removed entries, which usearch keeps in free slots.
+
+        usearch reuses a free slot for the next vector added: fill every free
+        slot with a placeholder, then remove the placeholders again. If the
+        slots were not reused (a usearch change), rebuild the graph instead.
+        """
+        nodes = self._ix.stats.nodes
+        free = nodes - len(self._ix)
+        if free <= 0:
+            return
+        if free > max(1000, nodes // 10):  # cheaper to rebuild than to fill
+            self.rebuild()
+            return
+        keys = np.arange(_SCRUB_BASE_KEY, _SCRUB_BASE_KEY + free, dtype=np.uint64)
+        placeholder = np.full((free, self.dim), self.dim ** -0.5, dtype=np.float32)
+        self._ix.add(keys, placeholder)
+        reused = self._ix.stats.nodes == nodes
+        self._ix.remove(keys)
+        if not reused:
+            self.rebuild()
+
+    def _fresh_index(self) -> Index:
+        return Index(ndim=self.dim, metric="cos", dtype="f32")
+
+    def _live_vectors(self, keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if keys is None:
+            rows = self._db.execute("SELECT key, vector FROM memories WHERE forgotten = 0").fetchall()
+        else:
+            rows = [row for part in _batches([int(k) for k in keys]) for row in self._db.execute(
+                f"SELECT key, vector FROM memories WHERE forgotten = 0 AND key IN ({_marks(part)})", part)]
+        out_keys = np.array([r[0] for r in rows], dtype=np.uint64)
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+        return out_keys, matrix
+
+    def _records_by_key(self, keys: builtins.list[int]) -> dict[int, MemoryRecord]:
+        if not keys:
+            return {}
+        rows = self._db.execute(f"SELECT key, {_COLUMNS} FROM memories WHERE key IN ({_marks(keys)})",
+                                keys).fetchall()
+        return {row[0]: _record(row[1:]) for row in rows}
+
+    def _select(self, clause: str, params: tuple) -> builtins.list[MemoryRecord]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM memories {clause}", params).fetchall()
+        return [_record(row) for row in rows]
+
+    def _check_vectors(self, vectors: np.ndarray | None, count: int) -> np.ndarray:
+        if count == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if vectors is None:
+            raise ValueError(f"{count} records need {count} vectors")
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        if matrix.shape != (count, self.dim):
+            raise ValueError(f"vectors must have shape ({count}, {self.dim}), not {matrix.shape}")
+        if not np.isfinite(matrix).all() or not (np.linalg.norm(matrix, axis=1) > 0).all():
+            raise ValueError("vectors must be finite and non-zero")
+        return matrix
+
+    def _exists(self, memory_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM memories WHERE memory_id = ?", (memory_id,)).fetchone() is not None
+
+    def _write_meta(self, values: dict[str, str]) -> None:
+        self._db.executemany("INSERT INTO meta (key, value) VALUES (?, ?) "
+                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                             [(k, str(v)) for k, v in values.items()])
+
+    def _set_many(self, values: dict[str, str]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._write_meta(values)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _scalar(self, sql: str) -> int:
+        return int(self._db.execute(sql).fetchone()[0])
+
+
+def _batches(items: list, size: int = 500) -> list[list]:
+    """Pieces small enough for SQLite's bound-parameter limit."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _marks(items: list) -> str:
+    return ",".join("?" * len(items))
+
+
+def _record(row: tuple) -> MemoryRecord:
+    memory_id, seq, chunk, session_id, ts, route, tags, text, sha, forgotten = row
+    return MemoryRecord(memory_id=memory_id, seq=seq, chunk=chunk, session_id=session_id, ts=ts,
+                        route=route, tags=json.loads(tags), text=text, text_sha256=sha,
+                        forgotten=bool(forgotten))
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_HASH_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+

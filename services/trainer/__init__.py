@@ -1,0 +1,1 @@
+"""trainer: the nightly sleep — dataset, LoRA training, evaluation, promotion."""
