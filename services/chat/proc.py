@@ -21,7 +21,14 @@ from typing import Any
 
 import zmq
 
-from protocol.chat_api import CancelChat, ChatDelta, ChatFinished, ChatRequest, ChatStarted, SendMessage
+from protocol.chat_api import (
+    CancelChat,
+    ChatDelta,
+    ChatFinished,
+    ChatRequest,
+    ChatStarted,
+    SendMessage,
+)
 from protocol.codec import Codec, ProtocolError, encode
 from protocol.envelope import Envelope, new_envelope, new_id
 from protocol.events import AdapterReloaded, ChatTurnCompleted, ServiceStarted

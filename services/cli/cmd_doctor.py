@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from services.common.blas import preload_openblas
 
     blas = preload_openblas()  # before anything imports mlx
+    import mlx.core as mx
+
     from services.chat.proc import resolve_model_dir
     from services.cli.cmd_daemons import collect_status
     from services.common.blas import probe_gflops
@@ -40,8 +42,6 @@ def run(args: argparse.Namespace) -> int:
     from services.common.paths import current_paths
     from services.models.compute import current_backend
     from services.models.validate import ModelError, validate_model_dir
-
-    import mlx.core as mx
 
     config = load_config()
     paths = current_paths()

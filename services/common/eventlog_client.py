@@ -13,9 +13,8 @@ from collections.abc import Sequence
 
 import zmq
 
-from protocol.envelope import Envelope
+from protocol.envelope import Envelope, new_id
 from protocol.eventlog_api import Append, Appended, EventlogReply, Replay, ReplayBatch
-from protocol.envelope import new_id
 from services.common.logging import get_logger
 from services.common.paths import Paths
 from services.common.rpc import RemoteError, RpcClient, ServiceUnavailable

@@ -109,7 +109,7 @@ class EventlogCore:
             outcome.replies.append((p.origin, Appended(
                 request_id=p.request.request_id,
                 seqs=[r.seq for r in chunk], duplicates=[r.duplicate for r in chunk])))
-            for env, result in zip(p.request.events, chunk):
+            for env, result in zip(p.request.events, chunk, strict=True):
                 if result.stored is not None:
                     outcome.published.append(result.stored)
                     outcome.types.append(env.type)

@@ -77,9 +77,11 @@ class EventlogServer:
         while budget > 0 and progressed:
             progressed = False
             try:
-                frame = self.pull.recv(zmq.NOBLOCK)
+                # The whole message: a multi-part one must be dropped as one,
+                # not committed part by part.
+                frames = self.pull.recv_multipart(zmq.NOBLOCK)
                 progressed = True
-                budget -= self._take_pull(frame, pending)
+                budget -= self._take_pull(frames, pending)
             except zmq.Again:
                 pass
             try:
@@ -90,9 +92,12 @@ class EventlogServer:
                 pass
         return pending, reads
 
-    def _take_pull(self, frame: bytes, pending: list[PendingAppend]) -> int:
+    def _take_pull(self, frames: list[bytes], pending: list[PendingAppend]) -> int:
+        if len(frames) != 1:
+            self._drop("events.in", f"a message of {len(frames)} frames; send exactly one frame per append")
+            return 0
         try:
-            request = self.core.decode(frame)
+            request = self.core.decode(frames[0])
         except ProtocolError as exc:
             self._drop("events.in", str(exc))
             return 0
@@ -131,7 +136,7 @@ class EventlogServer:
         outcome = self.core.commit(pending)
         if outcome.error is not None:
             log.error("eventlog.commit_failed", error=str(outcome.error), events=sum(len(p.request.events) for p in pending))
-        for stored, type_ in zip(outcome.published, outcome.types):
+        for stored, type_ in zip(outcome.published, outcome.types, strict=True):
             self.pub.send_multipart([type_.encode(), encode(stored)])
         for origin, reply in outcome.replies:
             if origin is not None:

@@ -24,7 +24,6 @@ from protocol.envelope import Envelope, new_envelope
 from protocol.events import ChatTurnCompleted, MemoryForgotten, ServiceStarted, event_tag
 from protocol.ingest_api import (
     Forget,
-    ForgetResult,
     GetMemory,
     GetMemoryStats,
     ImportFile,

@@ -19,7 +19,7 @@ from typing import Any
 import zmq
 
 from protocol.codec import Codec, ProtocolError, encode
-from protocol.envelope import new_envelope, new_id
+from protocol.envelope import new_envelope
 from protocol.events import AdapterRolledBack, ServiceStarted
 from protocol.service_api import ErrorReply, Ping
 from protocol.trainer_api import (
