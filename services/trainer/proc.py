@@ -140,7 +140,12 @@ class TrainerServer:
             case Rollback(adapter_id=target, request_id=rid):
                 return self._rollback(target, rid)
             case Pin(adapter_id=adapter_id, pinned=pinned, request_id=rid):
-                self.store.pin(adapter_id, pinned)
+                from services.trainer.adapters import AdapterStoreError
+
+                try:
+                    self.store.pin(adapter_id, pinned)
+                except AdapterStoreError as exc:
+                    return ErrorReply(code="bad_request", request_id=rid, message=str(exc))
                 return AdapterChanged(request_id=rid, current=self.store.current(),
                                       pinned=[a.adapter_id for a in self.store.list() if a.pinned])
         return ErrorReply(code="bad_request", message=f"unsupported request {type(request).__name__}")
@@ -246,7 +251,12 @@ class TrainerServer:
         previous = self.store.current()
         if self._sleeping() and self.sleep_state.state == "promoting":
             return ErrorReply(code="busy", request_id=rid, message="a promotion is in progress; retry in a moment")
-        new = self.store.rollback(None if target == "none" else target) if target != "none" else self.store.rollback_to_base()
+        from services.trainer.adapters import AdapterStoreError
+
+        try:
+            new = self.store.rollback(target)
+        except AdapterStoreError as exc:
+            return ErrorReply(code="bad_request", request_id=rid, message=str(exc))
         self.emit_from(self.log_client, AdapterRolledBack(adapter_id=new, previous_id=previous))
         return AdapterChanged(request_id=rid, current=new, previous=previous)
 

@@ -130,18 +130,32 @@ class Sleep:
         want = int(round(new_examples * share / max(1e-9, 1 - share))) if pool else 0
         return random.Random(self.state.sleep_id).sample(pool, min(want, len(pool)))
 
+    def _known_facts(self) -> list:
+        """Facts earlier adapters taught: false-recall items must not ask about them."""
+        known = []
+        for info in self.store.list():
+            try:
+                facts = self.store.show(info.adapter_id).get("dataset", {}).get("facts", [])
+            except Exception:
+                continue
+            known += [(f.get("subject", ""), f.get("relation", "")) for f in facts if isinstance(f, dict)]
+        return known
+
     def _build_dataset(self) -> tuple[Any, dict]:
         from services.trainer.dataset import build_dataset, save_dataset
-        from services.trainer.memories import trainable_memories
+        from services.trainer.memories import forgotten_ids, trainable_memories
 
         since = self._previous_max_seq()
         memories = trainable_memories(self.paths.memory, after_seq=since)
         if not memories:
             raise SleepFailed("dataset", f"no new trainable memories since seq {since} "
                                          "(memories routed to training, not forgotten, not #no-train)")
-        first = build_dataset(memories, phrasings=self.config.trainer.phrasings_per_fact, seed=0)
+        options = dict(phrasings=self.config.trainer.phrasings_per_fact, seed=0,
+                       system_prompt=self.config.chat.system_prompt, known_facts=self._known_facts(),
+                       forgotten_ids=forgotten_ids(self.paths.memory))
+        first = build_dataset(memories, **options)
         replay = self._replay(len(first.examples))
-        dataset = build_dataset(memories, replay=replay, phrasings=self.config.trainer.phrasings_per_fact, seed=0)
+        dataset = build_dataset(memories, replay=replay, **options)
         if not dataset.examples:
             raise SleepFailed("dataset", "the night's memories produced no training examples")
         staging = self.store.stage(self.state.adapter_id)
@@ -217,7 +231,7 @@ class Sleep:
             return "reject"
         self.state.state = "promoting"
         self.store.promote(self.state.adapter_id)
-        sha = self.store.show(self.state.adapter_id).get("sha256", {})
+        sha = self.store.hashes(self.state.adapter_id)
         self.emit(AdapterPromoted(adapter_id=self.state.adapter_id, previous_id=current,
                                   sha256={k: str(v) for k, v in sha.items()}))
         self.store.retain(self.config.trainer.keep_last)

@@ -1,0 +1,521 @@
+"""The night's training set: memories in, chat examples + manifest + eval items out.
+
+``build_dataset`` is pure (no model, no files, no clock): the same memories,
+replay, turns, paraphraser and seed give the same dataset. ``save_dataset``
+writes it next to the candidate adapter.
+
+What gets taught (DESIGN.md, "Memory quality"):
+
+* **Which memories.** Routed to training (``lora`` or ``both``), not
+  forgotten, not tagged ``no-train``, with text. Everything else is counted
+  in ``manifest["excluded"]``.
+* **Facts -> question/answer pairs.** Each fact the user stated
+  (:func:`services.trainer.facts.extract_facts`) becomes ``phrasings``
+  (default 5) pairs: TRAIN question templates (a seeded choice among >= 6)
+  each paired with an answer template (the answers rotate, so the value is
+  seen in several sentence shapes). An optional ``paraphraser`` adds up to
+  ``max_paraphrases`` model-written rewordings per fact, kept only when they
+  are new (not any TRAIN or HELDOUT template, normalised), still a question
+  in the user's voice about the same subject, and do not give the answer
+  away; an answer paraphrase (the paraphraser may return ``(question,
+  answer)`` tuples) must still contain the value.
+* **Updates.** One (subject, relation) has one value: the latest statement
+  wins (seq, then chunk, then position in the text), so "we moved from Paris
+  to Lyon" teaches Lyon and the earlier "I live in Paris" is listed under
+  ``manifest["superseded"]``. When the latest statement is itself not
+  trainable (``#no-train``, recall-only) the key is *withheld*: the stale
+  value is not taught either. ``allergy`` and ``hobby`` are multi-valued:
+  their values accumulate ("peanuts and shellfish").
+* **Assistant turns.** The chat model's own replies are often wrong, and a
+  statement's facts are taught better by the templates, so an assistant turn
+  (``turns[seq]``) becomes a chat example only when the memory is routed to
+  ``lora`` alone (the router's "behaviour/style" class), none of the turn's
+  chunks stated a fact, the turn is a single chunk, and the reply —
+  redacted like the user's text — carries no placeholder and is not
+  overlong. The user side is the memory's redacted text, never the raw turn.
+  Memories routed ``both`` without a fact are left to recall (RAG); they are
+  listed in ``manifest["untaught"]``.
+* **Identity/format examples** (:mod:`services.trainer.identity`) are mixed
+  in every night to limit drift; ``valid.jsonl`` is a separate never-trained
+  set of the same kind, so validation loss measures drift.
+* **Replay.** Earlier nights' examples (``replay``, entries of an earlier
+  ``replay_pool``) are mixed in as given, except those that teach a
+  (subject, relation) stated again tonight (superseded: replaying them would
+  teach the old value) and those whose source memories are forgotten.
+
+Evaluation items (``protocol.trainer_api.EvalItem``):
+
+* ``eval_facts`` (kind ``fact``): HELDOUT questions of each taught fact —
+  worded differently from every question trained tonight, templates and
+  paraphrases alike — with the value as the gold answer and same-type
+  distractors (other names, other cities, dates in the same format, ...).
+* ``false_facts`` (kind ``false``): questions about (subject, relation)
+  pairs never stated (not tonight, not in ``known_facts``). Convention: the
+  gold ``answer`` is the abstention :data:`ABSTAIN` ("I don't know.") and the
+  ``distractors`` are fabricated values of the right type; a model that
+  picks (or says) any distractor has recalled something it was never told.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from protocol.trainer_api import EvalItem
+from services.common.atomic import write_atomic
+from services.ingest.index import MemoryRecord
+from services.ingest.redact import redact
+from services.trainer.facts import (
+    ABSTAIN,
+    MULTI_VALUED,
+    Fact,
+    answers,
+    distractors,
+    extract_facts,
+    family,
+    has_placeholder,
+    merge_values,
+    normalize,
+    questions,
+    stable_seed,
+)
+from services.trainer.identity import chat_example, valid_examples
+from services.trainer.identity import identity_examples as default_identity
+
+DATASET_VERSION = 1
+TRAIN_ROUTES = ("lora", "both")
+CHAT_ROUTES = ("lora",)  # assistant turns are taught only for behaviour/style memories
+MAX_REPLY_CHARS = 2000
+MAX_PARAPHRASE_CHARS = 200
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly and truthfully."  # = ChatConfig's default
+KINDS = ("qa", "chat", "identity", "replay")
+
+# The question/answer a paraphraser returns rewordings of; see build_dataset.
+Paraphraser = Callable[[str, str], Sequence["str | tuple[str, str]"]]
+
+# (subject, relation) pairs the false-recall items ask about when the user never stated them.
+FALSE_PROBES: tuple[tuple[str, str], ...] = (
+    ("user", "lives_in"), ("user", "works_at"), ("user", "birthday"), ("user", "allergy"), ("user", "hobby"),
+    ("user", "job"), ("user", "hometown"), ("user", "age"), ("user", "favourite_colour"),
+    ("user", "favourite_food"), ("user", "favourite_book"), ("sister", "person_name"),
+    ("brother", "person_name"), ("best friend", "person_name"), ("grandmother", "person_name"),
+    ("hamster", "pet_name"), ("parrot", "pet_name"), ("goldfish", "pet_name"), ("thesis", "deadline"),
+    ("tax return", "deadline"), ("sister", "lives_in"), ("brother", "works_at"), ("Pickles", "pet_species"),
+    ("juice|milk", "preference"), ("user", "person_name"),
+)
+
+
+@dataclass
+class NightDataset:
+    examples: list[dict]  # mlx-lm chat format, shuffled: train.jsonl
+    manifest: dict
+    eval_facts: list[EvalItem]
+    false_facts: list[EvalItem]
+    replay_pool: list[dict]  # tonight's new examples with their source, for later nights to replay
+    valid: list[dict] = field(default_factory=list)  # valid.jsonl (never trained on)
+    facts: list[Fact] = field(default_factory=list)  # the facts taught tonight
+
+
+@dataclass
+class _Taught:
+    fact: Fact
+    memory_ids: list[str]
+    seqs: list[int]
+
+
+def _eligible(memory: MemoryRecord) -> str | None:
+    """Why a memory is not trained on, or None when it is."""
+    if memory.forgotten:
+        return "forgotten"
+    if "no-train" in memory.tags:
+        return "no_train"
+    if memory.route not in TRAIN_ROUTES:
+        return "not_trained_route"
+    if not memory.text.strip():
+        return "empty"
+    return None
+
+
+def _resolve(stated: list[tuple[Fact, bool]]) -> tuple[list[_Taught], list[Fact], list[Fact]]:
+    """(taught, superseded, withheld) from facts in statement order, each with its memory's eligibility."""
+    by_key: dict[tuple[str, str], list[tuple[Fact, bool]]] = {}
+    for fact, ok in stated:
+        by_key.setdefault(fact.key, []).append((fact, ok))
+    taught, superseded, withheld = [], [], []
+    for group in by_key.values():
+        latest, latest_ok = group[-1]
+        if family(latest.relation) in MULTI_VALUED:
+            kept = [f for f, ok in group if ok]
+            if not kept:
+                withheld.append(latest)
+                continue
+            values = list(dict.fromkeys(f.value.lower() for f in kept))
+            spelled = [next(f.value for f in kept if f.value.lower() == v) for v in values]
+            last = kept[-1]
+            merged = Fact(subject=last.subject, relation=last.relation, value=merge_values(spelled),
+                          statement=last.statement, memory_id=last.memory_id, seq=last.seq)
+            taught.append(_Taught(merged, _ordered(f.memory_id for f in kept), sorted({f.seq for f in kept})))
+            continue
+        same = [f for f, _ in group if f.value.lower() == latest.value.lower()]
+        superseded += [f for f, _ in group if f.value.lower() != latest.value.lower()]
+        if not latest_ok:
+            withheld.append(latest)
+            continue
+        sources = [f for f, ok in group if ok and f.value.lower() == latest.value.lower()]
+        taught.append(_Taught(latest, _ordered(f.memory_id for f in sources or same),
+                              sorted({f.seq for f in sources or same})))
+    return taught, superseded, withheld
+
+
+def _ordered(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+# -- paraphrases -------------------------------------------------------------------
+_FIRST_PERSON = re.compile(r"\b(i|my|me|mine|i'm|i've|i'd|myself)\b")
+
+
+def _clean_text(text: str) -> str:
+    text = re.sub(r"^\s*(?:\d+[.)]|[-*•])\s*", "", str(text)).strip().strip("\"'“”").strip()
+    return re.sub(r"\s+", " ", text)
+
+
+def _anchor_words(fact: Fact) -> list[str]:
+    """Words a question about this fact must still contain after rewording."""
+    fam = family(fact.relation)
+    if fam == "preference":
+        return fact.subject.split("|")
+    if fam == "favourite":
+        return [fact.relation.removeprefix("favourite_")]
+    if fam == "deadline":
+        return [] if fact.subject == "work" else [fact.subject]
+    if fact.subject == "user":
+        return []
+    return [fact.subject]
+
+
+_GENERIC_WORDS = frozenset(
+    "a an the what what's which who whom whose where when how why is are am was were do does did i my me you "
+    "your to of in on for at by with from about tell remind know recall can could would should please again "
+    "is there any anything if had have has be it that this name".split())
+
+
+def _topic_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z']+", text.lower()) if w not in _GENERIC_WORDS and len(w) > 2}
+
+
+def _keep_question(text: str, fact: Fact, banned: set[str]) -> str | None:
+    q = _clean_text(text)
+    low = q.lower()
+    if not q or len(q) > MAX_PARAPHRASE_CHARS or not 3 <= len(q.split()) <= 30 or has_placeholder(q):
+        return None
+    if normalize(q) in banned:
+        return None  # a template (TRAIN or HELDOUT) or a paraphrase already kept
+    if not _FIRST_PERSON.search(low) or re.search(r"\byour\b", low):
+        return None  # the user asks about themself; "your" would flip whose fact it is
+    if any(word.lower() not in low for word in _anchor_words(fact)):
+        return None
+    templates = questions(fact, "train") + questions(fact, "heldout")
+    if not _topic_words(q) & set().union(*(_topic_words(t) for t in templates)):
+        return None  # shares no topic word with any template: a question about something else
+    if family(fact.relation) != "preference" and re.search(rf"\b{re.escape(fact.value.lower())}\b", low):
+        return None  # gives the answer away
+    return q
+
+
+def _keep_answer(text: str, fact: Fact) -> str | None:
+    a = _clean_text(text)
+    if not a or len(a) > 300 or has_placeholder(a) or fact.value.lower() not in a.lower():
+        return None
+    return a
+
+
+def _paraphrases(fact: Fact, question: str, answer: str, paraphraser: Paraphraser, limit: int,
+                 banned: set[str], stats: dict[str, int]) -> list[tuple[str, str | None]]:
+    try:
+        proposals = list(paraphraser(question, answer) or [])
+    except Exception:  # a paraphraser is a model call: its failure costs variety, not the night
+        stats["errors"] += 1
+        return []
+    kept: list[tuple[str, str | None]] = []
+    for proposal in proposals:
+        if len(kept) >= limit:
+            break
+        q_raw, a_raw = (proposal if isinstance(proposal, (tuple, list)) and len(proposal) == 2
+                        else (proposal, None))
+        q = _keep_question(q_raw, fact, banned)
+        a = _keep_answer(a_raw, fact) if a_raw is not None else None
+        if q is None or (a_raw is not None and a is None):
+            stats["rejected"] += 1
+            continue
+        banned.add(normalize(q))
+        kept.append((q, a))
+        stats["kept"] += 1
+    return kept
+
+
+# -- examples ------------------------------------------------------------------------
+def _qa_pairs(fact: Fact, *, phrasings: int, seed: int, paraphraser: Paraphraser | None, max_paraphrases: int,
+              stats: dict[str, int]) -> list[tuple[str, str]]:
+    rng = random.Random(stable_seed("qa", seed, fact.subject, fact.relation, fact.value))
+    train_qs = questions(fact, "train")
+    answer_list = answers(fact)
+    rng.shuffle(train_qs)
+    rng.shuffle(answer_list)
+    pairs = []
+    for i in range(phrasings):
+        # Past the last template the questions repeat; shift the answers so no pair repeats.
+        q = train_qs[i % len(train_qs)]
+        a = answer_list[(i + i // len(train_qs)) % len(answer_list)]
+        pairs.append((q, a))
+    if paraphraser is not None and max_paraphrases > 0:
+        banned = {normalize(q) for q in questions(fact, "train") + questions(fact, "heldout")}
+        extra = _paraphrases(fact, pairs[0][0], pairs[0][1], paraphraser, max_paraphrases, banned, stats)
+        for j, (q, a) in enumerate(extra):
+            pairs.append((q, a or answer_list[(phrasings + j) % len(answer_list)]))
+    return pairs
+
+
+def _with_system(example: dict, system_prompt: str) -> dict:
+    messages = list(example["messages"])
+    if messages and messages[0].get("role") != "system":
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return {"messages": messages}
+
+
+def _valid_chat(example: Any) -> bool:
+    if not isinstance(example, dict) or not isinstance(example.get("messages"), list) or not example["messages"]:
+        return False
+    messages = example["messages"]
+    return (all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages)
+            and messages[-1]["role"] == "assistant" and bool(messages[-1]["content"].strip()))
+
+
+def _chat_reply(assistant_text: str) -> tuple[str | None, str]:
+    """The assistant turn as a training target, or (None, why not)."""
+    # The reply can echo what the user said ("Nice to meet you, Anna"): redact it like the user's text.
+    reply = redact(assistant_text or "").text.strip()
+    if not reply:
+        return None, "empty_reply"
+    if has_placeholder(reply):
+        return None, "placeholder_in_reply"  # never teach the model to say "[NAME]"
+    if len(reply) > MAX_REPLY_CHARS:
+        return None, "reply_too_long"
+    return reply, ""
+
+
+# -- evaluation items ---------------------------------------------------------------------
+def _eval_items(taught: list[_Taught], trained: dict[tuple[str, str], set[str]], *, per_fact: int | None,
+                seed: int) -> list[EvalItem]:
+    items = []
+    for entry in taught:
+        fact = entry.fact
+        held = [q for q in questions(fact, "heldout") if normalize(q) not in trained.get(fact.key, set())]
+        if per_fact is not None and len(held) > per_fact:
+            rng = random.Random(stable_seed("heldout", seed, fact.subject, fact.relation))
+            picked = set(rng.sample(range(len(held)), per_fact))
+            held = [q for i, q in enumerate(held) if i in picked]
+        wrong = distractors(fact, 3, seed)
+        items += [EvalItem(question=q, answer=fact.value, distractors=list(wrong), kind="fact") for q in held]
+    return items
+
+
+def _false_items(stated_keys: set[tuple[str, str]], *, count: int, seed: int) -> list[EvalItem]:
+    probes = [p for p in FALSE_PROBES if (p[0].lower(), p[1]) not in stated_keys]
+    rng = random.Random(stable_seed("false", seed))
+    rng.shuffle(probes)
+    items = []
+    for subject, relation in probes[:count]:
+        # A stand-in value: only the question is rendered from it (and age distractors center on it).
+        value = subject.split("|")[0] if relation == "preference" else "30" if relation == "age" else "?"
+        probe = Fact(subject=subject, relation=relation, value=value, statement="")
+        question = rng.choice(questions(probe, "heldout"))
+        if relation == "preference":
+            wrong = subject.split("|")
+        else:
+            wrong = [v for v in distractors(probe, 4, seed) if v != "?"][:3]
+        items.append(EvalItem(question=question, answer=ABSTAIN, distractors=wrong, kind="false"))
+    return items
+
+
+# -- the entry point --------------------------------------------------------------------------
+def build_dataset(memories: list[MemoryRecord], *, replay: Sequence[dict] = (),
+                  turns: dict[int, tuple[str, str]] | None = None, phrasings: int = 5,
+                  paraphraser: Paraphraser | None = None, seed: int = 0,
+                  identity_examples: list[dict] | None = None, system_prompt: str | None = None,
+                  max_paraphrases: int = 2, heldout_per_fact: int | None = 2, false_count: int = 6,
+                  known_facts: Iterable[Fact | tuple[str, str]] = (),
+                  forgotten_ids: Collection[str] = ()) -> NightDataset:
+    """The night's dataset from these memories (see the module docstring for every rule).
+
+    ``replay``: earlier nights' ``replay_pool`` entries (already sampled by the
+    caller). ``turns``: seq -> (user_text, assistant_text) of the chat turns.
+    ``paraphraser(question, answer)``: rewordings of the question (strings),
+    or (question, answer) tuples. ``known_facts``: facts (or (subject,
+    relation) keys) taught on earlier nights, never used as false-recall
+    probes. ``forgotten_ids``: memories forgotten since earlier nights; replay
+    entries that came from them are dropped.
+    """
+    if phrasings < 1:
+        raise ValueError("phrasings must be at least 1")
+    system = system_prompt or DEFAULT_SYSTEM_PROMPT
+    ordered = sorted(memories, key=lambda m: (m.seq, m.chunk))
+    excluded = {"forgotten": 0, "no_train": 0, "not_trained_route": 0, "empty": 0}
+    eligible: list[MemoryRecord] = []
+    for memory in ordered:
+        reason = _eligible(memory)
+        if reason:
+            excluded[reason] += 1
+        else:
+            eligible.append(memory)
+    eligible_ids = {m.memory_id for m in eligible}
+    gone = set(forgotten_ids) | {m.memory_id for m in ordered if m.forgotten}
+
+    # Facts from every live memory, so a later opted-out statement still supersedes an earlier one.
+    stated: list[tuple[Fact, bool]] = []
+    for memory in ordered:
+        if memory.forgotten or not memory.text.strip():
+            continue
+        for fact in extract_facts(memory.text, memory_id=memory.memory_id, seq=memory.seq, ts=memory.ts):
+            stated.append((fact, memory.memory_id in eligible_ids))
+    taught, superseded, withheld = _resolve(stated)
+    stated_keys = {fact.key for fact, _ in stated}
+
+    paraphrase_stats = {"kept": 0, "rejected": 0, "errors": 0}
+    new_examples: list[dict] = []  # with "source", for the replay pool
+    trained_questions: dict[tuple[str, str], set[str]] = {}
+    for entry in taught:
+        pairs = _qa_pairs(entry.fact, phrasings=phrasings, seed=seed, paraphraser=paraphraser,
+                          max_paraphrases=max_paraphrases, stats=paraphrase_stats)
+        trained_questions[entry.fact.key] = {normalize(q) for q, _ in pairs}
+        for q, a in pairs:
+            new_examples.append({**chat_example(system, q, a),
+                                 "source": {"kind": "qa", "fact": list(entry.fact.key),
+                                            "memory_ids": entry.memory_ids, "seqs": entry.seqs}})
+
+    fact_seqs = {f.seq for f, _ in stated}
+    chunks_per_seq: dict[int, int] = {}
+    for memory in ordered:
+        chunks_per_seq[memory.seq] = chunks_per_seq.get(memory.seq, 0) + 1
+    chat_skipped: dict[str, int] = {}
+    taught_ids = {mid for entry in taught for mid in entry.memory_ids}
+    for memory in eligible:
+        if memory.seq in fact_seqs:
+            continue
+        why = ""
+        if memory.route not in CHAT_ROUTES:
+            why = "route_both_left_to_recall"
+        elif turns is None or memory.seq not in turns:
+            why = "no_turn"
+        elif chunks_per_seq.get(memory.seq, 0) > 1:
+            why = "multi_chunk_turn"
+        else:
+            reply, why = _chat_reply(turns[memory.seq][1])
+            if reply is not None:
+                new_examples.append({**chat_example(system, memory.text.strip(), reply),
+                                     "source": {"kind": "chat", "memory_ids": [memory.memory_id],
+                                                "seqs": [memory.seq]}})
+                taught_ids.add(memory.memory_id)
+                continue
+        chat_skipped[why] = chat_skipped.get(why, 0) + 1
+
+    identity = [_with_system(e, system) for e in (default_identity(system) if identity_examples is None
+                                                  else identity_examples) if _valid_chat(e)]
+
+    replay_dropped = {"invalid": 0, "superseded": 0, "forgotten": 0}
+    replayed: list[dict] = []
+    for item in replay:
+        if not _valid_chat(item):
+            replay_dropped["invalid"] += 1
+            continue
+        source = item.get("source") or {}
+        fact_key = source.get("fact")
+        if isinstance(fact_key, list) and len(fact_key) == 2 and (str(fact_key[0]).lower(), fact_key[1]) in stated_keys:
+            replay_dropped["superseded"] += 1
+            continue
+        if gone & set(source.get("memory_ids") or ()):
+            replay_dropped["forgotten"] += 1
+            continue
+        replayed.append({"messages": item["messages"]})
+
+    kinds = [e["source"]["kind"] for e in new_examples] + ["identity"] * len(identity) + ["replay"] * len(replayed)
+    examples = [{"messages": e["messages"]} for e in new_examples] + identity + replayed
+    order = list(range(len(examples)))
+    random.Random(stable_seed("shuffle", seed)).shuffle(order)
+    examples = [examples[i] for i in order]
+    counts = {kind: sum(1 for k in kinds if k == kind) for kind in KINDS}
+
+    known = {(k.key if isinstance(k, Fact) else (str(k[0]).lower(), str(k[1]))) for k in known_facts}
+    eval_facts = _eval_items(taught, trained_questions, per_fact=heldout_per_fact, seed=seed)
+    false_facts = _false_items(stated_keys | known, count=false_count, seed=seed)
+
+    contributed = [m for m in ordered if m.memory_id in taught_ids]
+    manifest = {
+        "version": DATASET_VERSION,
+        "counts": counts,
+        "total": len(examples),
+        "source_seqs": sorted({m.seq for m in contributed}),
+        "memory_ids": [m.memory_id for m in contributed],
+        "max_seq": max((m.seq for m in ordered), default=0),
+        "facts": [{**e.fact.to_dict(), "memory_ids": e.memory_ids, "seqs": e.seqs} for e in taught],
+        "superseded": [f.to_dict() for f in superseded],
+        "withheld": [f.to_dict() for f in withheld],
+        "excluded": excluded,
+        "untaught": [m.memory_id for m in eligible if m.memory_id not in taught_ids],
+        "chat_skipped": chat_skipped,
+        "paraphrases": paraphrase_stats,
+        "replay_dropped": replay_dropped,
+        "eval": {"facts": len(eval_facts), "false": len(false_facts), "abstain": ABSTAIN},
+        "phrasings": phrasings,
+        "max_paraphrases": max_paraphrases if paraphraser is not None else 0,
+        "seed": seed,
+        "system_prompt": system,
+    }
+    return NightDataset(examples=examples, manifest=manifest, eval_facts=eval_facts, false_facts=false_facts,
+                        replay_pool=new_examples, valid=valid_examples(system),
+                        facts=[e.fact for e in taught])
+
+
+# -- files ----------------------------------------------------------------------------------
+def _jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+
+
+def save_dataset(ds: NightDataset, directory: Path) -> None:
+    """Write train.jsonl, valid.jsonl, eval.json and manifest.json into ``directory``.
+
+    Each file is replaced atomically (temp file, fsync, rename); manifest.json
+    is written last and records every other file's sha256, so a manifest that
+    is present means a complete dataset. Mode 0600: it is what the user said.
+    """
+    import hashlib
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    files = {
+        "train.jsonl": _jsonl(ds.examples),
+        "valid.jsonl": _jsonl(ds.valid),
+        "eval.json": json.dumps({"facts": msgspec.to_builtins(ds.eval_facts),
+                                 "false_facts": msgspec.to_builtins(ds.false_facts),
+                                 "abstain": ABSTAIN}, ensure_ascii=False, indent=1).encode(),
+    }
+    for name, data in files.items():
+        write_atomic(directory / name, data)
+    manifest = {**ds.manifest, "files": {name: {"sha256": hashlib.sha256(data).hexdigest(),
+                                                "lines": data.count(b"\n")} for name, data in files.items()}}
+    write_atomic(directory / "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=1,
+                                                         sort_keys=True).encode())
+
+
+def load_eval(directory: Path) -> tuple[list[EvalItem], list[EvalItem]]:
+    """(facts, false_facts) from a saved dataset's eval.json."""
+    data = json.loads((Path(directory) / "eval.json").read_text())
+    return (msgspec.convert(data["facts"], list[EvalItem]), msgspec.convert(data["false_facts"], list[EvalItem]))
