@@ -177,7 +177,8 @@ def adapters(paths: Paths, args: argparse.Namespace) -> int:
                 figures = data.get("figures") or {}
                 shown = ", ".join(f"{k} {v:.3g}" for k, v in list(figures.items())[:4] if isinstance(v, (int, float)))
                 created = data.get("created")
-                when = dt.datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M") if isinstance(created, (int, float)) else str(created or "")
+                when = (dt.datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M") if isinstance(created, (int, float))
+                        else str(created or "")[:16].replace("T", " "))
                 print(f"{mark} {data['adapter_id']:<28} {when:<17} {data.get('verdict') or '-':<8}{pin} {shown}")
             return 0
         case "show":

@@ -8,6 +8,7 @@ from protocol.chat_api import ChatReply
 from protocol.envelope import new_id
 from protocol.eventlog_api import EventlogReply
 from protocol.ingest_api import IngestReply
+from protocol.trainer_api import EvaluatorReply, TrainerReply
 from protocol.service_api import Ping, Pong
 from services.common.paths import Paths
 from services.common.rpc import RemoteError, RpcClient, ServiceUnavailable
@@ -16,6 +17,8 @@ CONTROL_SOCKETS: dict[str, tuple[str, Any]] = {
     "eventlog": ("events.ctl", EventlogReply),
     "chat": ("chat.ctl", ChatReply),
     "ingest": ("ingest.ctl", IngestReply),
+    "trainer": ("trainer.ctl", TrainerReply),
+    "evaluator": ("evaluator.ctl", EvaluatorReply),
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from services.common.paths import REPO_ROOT, Paths
 
 CONF = REPO_ROOT / "etc" / "supervisord.conf"
-DAEMONS = ("eventlog", "ingest", "chat")
+DAEMONS = ("eventlog", "ingest", "chat", "trainer", "evaluator")
 
 
 class SupervisorError(RuntimeError):

@@ -180,7 +180,8 @@ class EvaluatorServer:
         try:
             return evaluate(model, tokenizer, candidate_dir=Path(request.candidate_dir),
                             baseline_dir=Path(request.baseline_dir) if request.baseline_dir else None,
-                            facts=list(request.facts), false_facts=list(request.false_facts), thresholds=thresholds)
+                            facts=list(request.facts), false_facts=list(request.false_facts), thresholds=thresholds,
+                            system_prompt=self.config.chat.system_prompt)
         finally:
             del model
 

@@ -1,0 +1,377 @@
+"""The fixed canaries: what an adapter must not break.
+
+- :data:`CANARY_ITEMS`: general-capability multiple choice (capitals,
+  arithmetic, common knowledge, word meanings), each gold answer against
+  three same-type distractors, scored by log-likelihood
+  (:func:`services.evaluator.metrics.mc_accuracy`). Only items the BASE
+  embedded model answers right, by a margin, are kept (see
+  :data:`SELECTED`), so the base scores 1.0 by construction and any loss is
+  damage done by an adapter.
+- :data:`PPL_TEXT`: a fixed ~300-word prose passage for perplexity.
+- :data:`FORMAT_PROMPTS`: prompts that demand a reply format, checked on a
+  short greedy reply.
+
+Regenerate the selection (after changing the pool, the normalization, the
+embedded model or the system prompt)::
+
+    python -m services.evaluator.canaries --select          # report + new block
+    python -m services.evaluator.canaries --select --write  # rewrite it in place
+
+The canary is tied to the model it was selected on: on another base model
+(e.g. a bigger mlx-community model on a Mac) rerun the selection, or expect
+a base score below 1.0 (the gates compare with the base model's own score,
+so they stay fair either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+from protocol.trainer_api import EvalItem
+from services.evaluator.metrics import FormatPrompt
+
+
+def _q(question: str, answer: str, *distractors: str) -> EvalItem:
+    return EvalItem(question=question, answer=answer, distractors=list(distractors), kind="canary")
+
+
+# ---------------------------------------------------------------- the candidate pool
+
+POOL: list[EvalItem] = [
+    # Capitals: distractors are other capitals, mostly of neighbours.
+    _q("What is the capital of France?", "Paris", "Madrid", "Berlin", "Rome"),
+    _q("What is the capital of Japan?", "Tokyo", "Beijing", "Seoul", "Bangkok"),
+    _q("What is the capital of Italy?", "Rome", "Athens", "Vienna", "Lisbon"),
+    _q("What is the capital of Germany?", "Berlin", "Vienna", "Prague", "Warsaw"),
+    _q("What is the capital of Spain?", "Madrid", "Lisbon", "Rome", "Paris"),
+    _q("What is the capital of the United Kingdom?", "London", "Dublin", "Paris", "Oslo"),
+    _q("What is the capital of Russia?", "Moscow", "Kyiv", "Warsaw", "Minsk"),
+    _q("What is the capital of China?", "Beijing", "Tokyo", "Seoul", "Hanoi"),
+    _q("What is the capital of Egypt?", "Cairo", "Nairobi", "Tunis", "Rabat"),
+    _q("What is the capital of Canada?", "Ottawa", "Washington", "Havana", "Mexico City"),
+    _q("What is the capital of Australia?", "Canberra", "Wellington", "Jakarta", "Manila"),
+    _q("What is the capital of Greece?", "Athens", "Rome", "Sofia", "Ankara"),
+    _q("What is the capital of Portugal?", "Lisbon", "Madrid", "Rome", "Dublin"),
+    _q("What is the capital of Ireland?", "Dublin", "London", "Oslo", "Copenhagen"),
+    _q("What is the capital of Norway?", "Oslo", "Stockholm", "Helsinki", "Copenhagen"),
+    _q("What is the capital of Sweden?", "Stockholm", "Oslo", "Helsinki", "Copenhagen"),
+    _q("What is the capital of India?", "New Delhi", "Islamabad", "Dhaka", "Kathmandu"),
+    _q("What is the capital of Mexico?", "Mexico City", "Bogota", "Lima", "Havana"),
+    _q("What is the capital of Argentina?", "Buenos Aires", "Santiago", "Lima", "Montevideo"),
+    _q("What is the capital of South Korea?", "Seoul", "Tokyo", "Beijing", "Taipei"),
+    _q("What is the capital of Turkey?", "Ankara", "Athens", "Tehran", "Baghdad"),
+    _q("What is the capital of Kenya?", "Nairobi", "Cairo", "Addis Ababa", "Kampala"),
+    _q("What is the capital of the Netherlands?", "Amsterdam", "Brussels", "Copenhagen", "Berlin"),
+    _q("What is the capital of Poland?", "Warsaw", "Prague", "Budapest", "Berlin"),
+    # Arithmetic: distractors are near misses.
+    _q("What is 2 + 2?", "4", "3", "5", "6"),
+    _q("What is 5 + 3?", "8", "7", "9", "6"),
+    _q("What is 10 - 4?", "6", "5", "7", "4"),
+    _q("What is 3 times 4?", "12", "10", "14", "16"),
+    _q("What is 6 times 7?", "42", "36", "48", "44"),
+    _q("What is 9 + 6?", "15", "14", "16", "13"),
+    _q("What is 100 divided by 10?", "10", "100", "1", "20"),
+    _q("What is 12 + 8?", "20", "18", "22", "24"),
+    _q("What is 7 times 8?", "56", "54", "48", "64"),
+    _q("What is 15 - 7?", "8", "6", "7", "9"),
+    _q("What is half of 50?", "25", "20", "30", "15"),
+    _q("What is 9 times 9?", "81", "72", "90", "99"),
+    _q("What is 20 + 30?", "50", "40", "60", "70"),
+    _q("What is 1000 minus 1?", "999", "998", "1001", "990"),
+    _q("What is 11 + 11?", "22", "21", "12", "23"),
+    _q("What is 4 squared?", "16", "8", "12", "20"),
+    _q("What is 2 times 5?", "10", "7", "12", "25"),
+    _q("What is 30 divided by 3?", "10", "3", "9", "15"),
+    _q("What is 8 + 5?", "13", "12", "14", "15"),
+    _q("What is 50 + 50?", "100", "1000", "500", "10"),
+    _q("What is 3 + 4?", "7", "6", "8", "9"),
+    # Common knowledge.
+    _q("How many days are in a week?", "7", "5", "6", "8"),
+    _q("How many legs does a spider have?", "8", "6", "10", "4"),
+    _q("What color is the sky on a clear day?", "Blue", "Green", "Red", "Yellow"),
+    _q("What is the largest planet in the solar system?", "Jupiter", "Mars", "Venus", "Mercury"),
+    _q("Which planet is known as the Red Planet?", "Mars", "Venus", "Jupiter", "Saturn"),
+    _q("What gas do plants absorb from the air?", "Carbon dioxide", "Oxygen", "Helium", "Nitrogen"),
+    _q("What is the freezing point of water in degrees Celsius?", "0", "100", "10", "32"),
+    _q("What is the boiling point of water in degrees Celsius?", "100", "50", "0", "212"),
+    _q("How many continents are there?", "7", "5", "6", "9"),
+    _q("What is the chemical formula of water?", "H2O", "CO2", "O2", "NaCl"),
+    _q("Who wrote Romeo and Juliet?", "William Shakespeare", "Charles Dickens", "Jane Austen", "Mark Twain"),
+    _q("What is the largest ocean on Earth?", "The Pacific Ocean", "The Atlantic Ocean", "The Indian Ocean", "The Arctic Ocean"),
+    _q("What do bees make?", "Honey", "Milk", "Silk", "Butter"),
+    _q("What is the tallest animal?", "The giraffe", "The elephant", "The horse", "The camel"),
+    _q("How many hours are in a day?", "24", "12", "20", "48"),
+    _q("Which animal is known as man's best friend?", "The dog", "The cat", "The horse", "The cow"),
+    _q("In which season do leaves fall from the trees?", "Autumn", "Spring", "Summer", "Winter"),
+    _q("What is the main language spoken in Brazil?", "Portuguese", "Spanish", "French", "English"),
+    _q("What is the hardest natural substance?", "Diamond", "Gold", "Iron", "Glass"),
+    _q("Which organ pumps blood through the body?", "The heart", "The liver", "The lungs", "The brain"),
+    _q("What do we call frozen water?", "Ice", "Steam", "Fog", "Mud"),
+    _q("Who painted the Mona Lisa?", "Leonardo da Vinci", "Pablo Picasso", "Vincent van Gogh", "Claude Monet"),
+    _q("What is the currency of Japan?", "The yen", "The dollar", "The euro", "The won"),
+    _q("How many sides does a triangle have?", "3", "4", "5", "6"),
+    _q("What is the largest mammal?", "The blue whale", "The elephant", "The giraffe", "The hippopotamus"),
+    _q("What star is at the center of our solar system?", "The Sun", "The Moon", "Sirius", "Polaris"),
+    _q("What do caterpillars turn into?", "Butterflies", "Spiders", "Beetles", "Frogs"),
+    # Word meanings: synonyms, opposites, definitions.
+    _q("What does the word 'enormous' mean?", "Very large", "Very small", "Very fast", "Very old"),
+    _q("What is a synonym for 'happy'?", "Joyful", "Sad", "Angry", "Tired"),
+    _q("What is the opposite of 'ancient'?", "Modern", "Old", "Antique", "Historic"),
+    _q("What does the word 'rapid' mean?", "Fast", "Slow", "Quiet", "Heavy"),
+    _q("What is a synonym for 'big'?", "Large", "Small", "Tiny", "Narrow"),
+    _q("What is the opposite of 'difficult'?", "Easy", "Hard", "Complex", "Tough"),
+    _q("What does the word 'fragile' mean?", "Easily broken", "Very strong", "Very heavy", "Very loud"),
+    _q("What is a synonym for 'begin'?", "Start", "End", "Stop", "Finish"),
+    _q("What is the opposite of 'generous'?", "Selfish", "Kind", "Giving", "Friendly"),
+    _q("What does the word 'silent' mean?", "Making no sound", "Making a loud noise", "Very bright", "Very cold"),
+    _q("What is a synonym for 'intelligent'?", "Smart", "Dull", "Slow", "Lazy"),
+    _q("What is the opposite of 'victory'?", "Defeat", "Triumph", "Success", "Win"),
+    _q("What does the word 'arid' mean?", "Very dry", "Very wet", "Very cold", "Very green"),
+    _q("What is a synonym for 'angry'?", "Furious", "Calm", "Happy", "Sleepy"),
+    _q("What is the opposite of 'brave'?", "Cowardly", "Bold", "Heroic", "Fearless"),
+    _q("What is a synonym for 'tiny'?", "Small", "Huge", "Giant", "Tall"),
+    _q("What is the opposite of 'ascend'?", "Descend", "Climb", "Rise", "Mount"),
+    _q("What does the word 'purchase' mean?", "To buy", "To sell", "To steal", "To borrow"),
+    _q("What is a synonym for 'quick'?", "Fast", "Slow", "Late", "Calm"),
+    _q("What is the opposite of 'empty'?", "Full", "Vacant", "Hollow", "Bare"),
+    _q("What does the word 'nocturnal' mean?", "Active at night", "Active during the day", "Living in water", "Eating plants"),
+    _q("What is the opposite of 'wet'?", "Dry", "Damp", "Soaked", "Moist"),
+]
+
+
+# ---------------------------------------------------------------- the selection
+
+# BEGIN SELECTED (generated by `python -m services.evaluator.canaries --select --write`)
+SELECTED: tuple[str, ...] = (
+    'What is the capital of France?',
+    'What is the capital of Japan?',
+    'What is the capital of Italy?',
+    'What is the capital of Germany?',
+    'What is the capital of Spain?',
+    'What is the capital of the United Kingdom?',
+    'What is the capital of Russia?',
+    'What is the capital of China?',
+    'What is the capital of Egypt?',
+    'What is the capital of Greece?',
+    'What is the capital of Portugal?',
+    'What is the capital of Ireland?',
+    'What is the capital of Norway?',
+    'What is the capital of Mexico?',
+    'What is the capital of Argentina?',
+    'What is the capital of South Korea?',
+    'What is the capital of Kenya?',
+    'What is the capital of the Netherlands?',
+    'What is the capital of Poland?',
+    'What is 9 + 6?',
+    'What is 9 times 9?',
+    'What is 2 times 5?',
+    'What is 3 + 4?',
+    'How many days are in a week?',
+    'Which planet is known as the Red Planet?',
+    'What gas do plants absorb from the air?',
+    'What is the boiling point of water in degrees Celsius?',
+    'What is the chemical formula of water?',
+    'Who wrote Romeo and Juliet?',
+    'What do bees make?',
+    'How many hours are in a day?',
+    'What is the main language spoken in Brazil?',
+    'Which organ pumps blood through the body?',
+    'What do we call frozen water?',
+    'Who painted the Mona Lisa?',
+    'How many sides does a triangle have?',
+    'What star is at the center of our solar system?',
+    'What do caterpillars turn into?',
+    "What does the word 'enormous' mean?",
+    "What does the word 'rapid' mean?",
+    "What is a synonym for 'begin'?",
+    "What does the word 'silent' mean?",
+    "What is a synonym for 'intelligent'?",
+    "What is a synonym for 'tiny'?",
+    "What is the opposite of 'ascend'?",
+    "What does the word 'purchase' mean?",
+    "What is a synonym for 'quick'?",
+    "What is the opposite of 'empty'?",
+)
+# END SELECTED
+
+_BY_QUESTION = {item.question: item for item in POOL}
+CANARY_ITEMS: list[EvalItem] = [_BY_QUESTION[q] for q in SELECTED if q in _BY_QUESTION]
+
+
+# ---------------------------------------------------------------- perplexity text
+
+# Written for this project (no copyright concerns): plain, varied English
+# prose, ~300 words, about nothing a user is likely to tell the model.
+PPL_TEXT = """\
+The old lighthouse stood at the end of a narrow spit of land, where the river \
+met the sea. For more than a hundred years its lamp had turned every night, \
+and the ships that passed along the coast had learned to trust it. The keeper \
+lived in a small stone house at its foot. Each evening he climbed the spiral \
+stairs, trimmed the wick, polished the great glass lens, and wrote a few lines \
+in the logbook: the direction of the wind, the state of the tide, the names of \
+the boats he had seen.
+
+In winter the storms came in from the west. Waves broke over the rocks and \
+threw spray as high as the gallery, and the whole tower seemed to hum with the \
+force of the wind. On such nights the keeper did not sleep. He sat by the \
+window with a cup of tea, watching the beam sweep across the water, and \
+listened for the horn of any vessel in trouble.
+
+Summer was gentler. Children from the village walked out along the path to \
+look for crabs in the pools, and fishermen mended their nets on the shingle. \
+The keeper grew beans and potatoes in a walled garden, kept a few hens, and \
+read the books that the supply boat brought him once a month. He liked \
+history best, especially accounts of early travellers who had crossed deserts \
+and mountains with nothing but a map and a compass.
+
+When the lamp was finally replaced by an automatic light, the keeper moved to \
+a cottage in the village. He still walked out to the point most mornings. \
+People said he was checking that the new machine did its work properly, but \
+he only smiled and said that he liked the view. From the end of the spit you \
+could see the whole bay, the hills beyond it, and on a clear day the faint \
+line of the islands far to the south.
+"""
+
+
+# ---------------------------------------------------------------- format prompts
+
+# Candidates; only those the base model's greedy reply complies with are used
+# (FORMAT_SELECTED), so the base scores 1.0 and a loss is the adapter's doing.
+FORMAT_POOL: list[FormatPrompt] = [
+    FormatPrompt("Is water wet? Answer with only yes or no.", "yes_no", 4),
+    FormatPrompt("Is the sun cold? Answer with only yes or no.", "yes_no", 4),
+    FormatPrompt("Can a fish fly an airplane? Answer with only yes or no.", "yes_no", 4),
+    FormatPrompt("Is Paris in France? Answer yes or no.", "yes_no", 4),
+    FormatPrompt("Answer with only yes or no: is fire hot?", "yes_no", 4),
+    FormatPrompt("Do cats have four legs? Reply with yes or no only.", "yes_no", 4),
+    FormatPrompt("Is snow white? Answer with only yes or no.", "yes_no", 4),
+    FormatPrompt("Is grass green? Answer with only yes or no.", "yes_no", 4),
+    FormatPrompt("Is ice cold? Answer with only yes or no.", "yes_no", 4),
+    FormatPrompt("Is a circle round? Answer with only yes or no.", "yes_no", 4),
+    FormatPrompt("Is honey sweet? Answer with only yes or no.", "yes_no", 4),
+    FormatPrompt("Is the moon bright at night? Answer with only yes or no.", "yes_no", 4),
+    FormatPrompt("Reply with a JSON object with the key \"ok\" set to true.", "json_ok", 14),
+    FormatPrompt("Return a JSON object with the key \"ok\" and the value false. "
+                 "Output only the JSON.", "json_ok", 14),
+    FormatPrompt("Output only JSON: an object whose key \"ok\" is true.", "json_ok", 14),
+    FormatPrompt("Reply with a JSON object with the key \"ok\" set to false.", "json_ok", 14),
+    FormatPrompt("What is 2 + 3? Reply with only the number.", "integer", 4),
+    FormatPrompt("Reply with only a number: how many days are in a week?", "integer", 4),
+    FormatPrompt("What is 10 + 10? Answer with just the digits.", "integer", 4),
+    FormatPrompt("Answer in one word: what color is snow?", "one_word", 4),
+    FormatPrompt("In a single word, what animal says meow?", "one_word", 4),
+    FormatPrompt("Name a fruit that is yellow. Reply with one word only.", "one_word", 4),
+    FormatPrompt("Repeat after me in uppercase: GOOD MORNING", "uppercase", 6),
+    FormatPrompt("Reply in all capital letters: say hello.", "uppercase", 6),
+    FormatPrompt("Reply with only the word YES in capital letters.", "uppercase", 6),
+    FormatPrompt("Reply with only the word OK in capital letters.", "uppercase", 6),
+    FormatPrompt("Write three fruits as a comma-separated list, like: apple, pear, plum",
+                 "three_items", 14),
+    FormatPrompt("List three animals, separated by commas, and nothing else.", "three_items", 14),
+    FormatPrompt("Write three numbers as a comma-separated list, like: 1, 2, 3", "three_items", 14),
+    FormatPrompt("Write three colors as a comma-separated list, like: red, green, blue",
+                 "three_items", 14),
+]
+
+# BEGIN FORMAT_SELECTED (generated by `python -m services.evaluator.canaries --select --write`)
+FORMAT_SELECTED: tuple[str, ...] = (
+    'Is water wet? Answer with only yes or no.',
+    'Can a fish fly an airplane? Answer with only yes or no.',
+    'Reply with a JSON object with the key "ok" set to true.',
+    'Write three fruits as a comma-separated list, like: apple, pear, plum',
+)
+# END FORMAT_SELECTED
+
+_FORMAT_BY_PROMPT = {p.prompt: p for p in FORMAT_POOL}
+FORMAT_PROMPTS: list[FormatPrompt] = [_FORMAT_BY_PROMPT[p] for p in FORMAT_SELECTED
+                                      if p in _FORMAT_BY_PROMPT]
+
+
+# ---------------------------------------------------------------- selection script
+
+# A canary item is kept when the base model's gold answer beats the best
+# distractor by at least this much (nats, summed log-likelihood): far above
+# float rounding (~1e-5) and the float32-vs-4-bit difference, so the base
+# model keeps scoring 1.0 wherever it is served.
+MIN_MARGIN = 0.5
+NORMALIZE = "sum"  # services.evaluator.metrics.DEFAULT_NORMALIZE, checked in _select
+
+
+def _select(args: argparse.Namespace) -> int:
+    from services.common.paths import models_dir
+    from services.evaluator.metrics import (
+        DEFAULT_NORMALIZE,
+        NORMALIZATIONS,
+        format_results,
+        score_items,
+    )
+    from services.models.compute import load_for_serving
+
+    assert NORMALIZE == DEFAULT_NORMALIZE, "select with the normalization the gates use"
+    model_dir = Path(args.model) if args.model else models_dir() / "smollm2-135m-instruct"
+    model, tokenizer, info = load_for_serving(model_dir, "auto")
+    print(f"model {model_dir} ({info.weights}), pool of {len(POOL)} items", file=sys.stderr)
+    start = time.perf_counter()
+    per_item = score_items(model, tokenizer, POOL, normalize=NORMALIZE)
+    print(f"scored in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    for normalize in NORMALIZATIONS:
+        margins = [_margin(r.gold, r.distractors, normalize) for r in per_item]
+        print(f"{normalize}: {sum(m > 0 for m in margins)}/{len(POOL)} right, "
+              f"{sum(m >= MIN_MARGIN for m in margins)} by >= {MIN_MARGIN}", file=sys.stderr)
+        if args.verbose:
+            for item, m in zip(POOL, margins, strict=True):
+                print(f"  {'ok ' if m > 0 else 'BAD'} {m:+.3f} {item.question} -> {item.answer}",
+                      file=sys.stderr)
+    chosen = [item.question for item, r in zip(POOL, per_item, strict=True)
+              if _margin(r.gold, r.distractors, NORMALIZE) >= MIN_MARGIN]
+    formats = format_results(model, tokenizer, FORMAT_POOL)
+    for r in formats:
+        print(f"  {'ok ' if r.ok else 'BAD'} [{r.rule}] {r.prompt!r} -> {r.output!r}", file=sys.stderr)
+    chosen_formats = [r.prompt for r in formats if r.ok]
+    print(f"canary: {len(chosen)} of {len(POOL)} items kept; format: {len(chosen_formats)} of "
+          f"{len(FORMAT_POOL)} prompts kept", file=sys.stderr)
+    blocks = {"SELECTED": _block("SELECTED", chosen), "FORMAT_SELECTED":
+              _block("FORMAT_SELECTED", chosen_formats)}
+    if args.write:
+        path = Path(__file__)
+        text = path.read_text()
+        for name, block in blocks.items():
+            text = re.sub(rf"(# BEGIN {name} [^\n]*\n).*?(\n# END {name}\n)",
+                          lambda m, b=block: m.group(1) + b + m.group(2), text, flags=re.S)
+        path.write_text(text)
+        print(f"wrote {path}", file=sys.stderr)
+    else:
+        print("\n\n".join(blocks.values()))
+    return 0
+
+
+def _block(name: str, values: list[str]) -> str:
+    lines = [f"{name}: tuple[str, ...] = ("]
+    lines += [f"    {v!r}," for v in values]
+    return "\n".join(lines + [")"])
+
+
+def _margin(gold, distractors, normalize: str) -> float:  # type: ignore[no-untyped-def]
+    return gold.value(normalize) - max(d.value(normalize) for d in distractors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.evaluator.canaries",
+                                     description="Select the canary items the base model answers.")
+    parser.add_argument("--select", action="store_true", help="score the pool on the base model")
+    parser.add_argument("--write", action="store_true", help="rewrite SELECTED in this file")
+    parser.add_argument("--model", default=None, help="model directory (default: the embedded model)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.select:
+        parser.print_help()
+        return 2
+    return _select(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

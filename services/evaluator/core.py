@@ -1,0 +1,476 @@
+"""The evaluator's socket-free core: measure a candidate adapter, apply the gates.
+
+:func:`evaluate` judges a candidate *unfused*, as chat serves it, on the one
+model the evaluator holds (the caller holds the heavy-run lock):
+
+1. the baseline (the adapter currently served, or the bare base model);
+2. the bare base model on the fixed canaries, when the baseline is an
+   adapter (pass ``reference`` to reuse an earlier measurement);
+3. the candidate.
+
+Each adapter is applied with mlx-lm's ``load_adapters`` and removed again, so
+the model leaves every call as the bare base model it came in as (also when
+a measurement fails), and the function can be called again.
+
+What is measured (``services.evaluator.metrics``, the same code the benchmark
+uses): recall of the night's facts (multiple choice by log-likelihood, on
+questions worded differently from training), a general-capability canary
+(multiple choice the base model answers right), perplexity on a fixed text,
+format compliance of short greedy replies, false recall (questions about
+facts never stated: does a fabricated value beat "I don't know"?), and a
+greedy check that the candidate actually *says* a sample of the facts.
+
+The gates and why they are anchored where they are: see :class:`Thresholds`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.common.blas import preload_openblas
+
+preload_openblas()  # before the first mlx import (services.common.blas)
+
+import mlx.core as mx  # noqa: E402
+import msgspec  # noqa: E402
+
+from protocol.events import EvaluationCompleted  # noqa: E402
+from protocol.trainer_api import EvalItem  # noqa: E402
+from services.evaluator.canaries import CANARY_ITEMS, FORMAT_PROMPTS, PPL_TEXT  # noqa: E402
+from services.evaluator.metrics import (  # noqa: E402
+    DEFAULT_NORMALIZE,
+    NORMALIZATIONS,
+    FormatPrompt,
+    Scorer,
+    format_results,
+    greedy_results,
+    perplexity,
+    score_items,
+)
+
+ADAPTER_FILES = ("adapter_config.json", "adapters.safetensors")
+
+Progress = Callable[[str, int, int], None]  # (stage, stages done, stages in all)
+
+
+class AdapterInvalid(Exception):
+    """An adapter directory is missing, incomplete or corrupt.
+
+    ``role`` is "candidate" or "baseline". The daemon turns a bad candidate
+    into a reject verdict; a bad baseline means the adapter chat serves is
+    itself broken (roll back).
+    """
+
+    def __init__(self, role: str, path: Path | str, problem: str) -> None:
+        super().__init__(f"{role} adapter {path}: {problem}")
+        self.role = role
+        self.path = str(path)
+        self.problem = problem
+
+
+class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The gates. A candidate is promoted only when every gate passes.
+
+    Anchors. The candidate *replaces* the current adapter (it is not stacked
+    on it), so what the user gets is base + candidate. The regression gates
+    (canary, perplexity, format, false recall) therefore compare the
+    candidate with the **bare base model**, not with the previous adapter:
+    measured against the previous adapter, a drift just under the limit
+    every night would add up night after night; against the base it cannot
+    accumulate. The fact gate compares with the baseline (the adapter being
+    replaced): a new adapter must not know fewer of the night's facts than
+    the one it replaces.
+
+    - ``min_fact_recall``: share of the night's facts answered right (multiple
+      choice, chance is 1/(1+distractors)); also never fewer facts than the
+      baseline recalls. No facts given: the gate passes, noted in reasons.
+    - ``max_canary_drop_pts``: canary accuracy may fall at most this many
+      percentage points below the base model's (1 item of 40 = 2.5 points,
+      so 1.0 means: lose no canary item).
+    - ``max_ppl_drift_pct``: perplexity on the fixed text may rise at most
+      this many percent above the base model's (a fall is fine).
+    - ``max_format_drop``: format compliance (a share, 0..1) may fall at most
+      this much below the base model's (one prompt of ten = 0.1).
+    - ``max_false_recall`` / ``max_false_recall_rise``: false recall passes
+      when it is at most ``max_false_recall`` absolute OR at most the base
+      model's own false recall on the same questions plus the rise — the
+      base model's priors on a particular question set are not the
+      candidate's fault, only what it adds.
+    - ``min_greedy_fact_recall``: share of a sample of facts whose greedy
+      reply contains the answer; 0 reports it without gating (a 135M model
+      phrases answers unpredictably; multiple choice is the primary gate).
+    """
+
+    min_fact_recall: float = 0.5
+    max_canary_drop_pts: float = 1.0
+    max_ppl_drift_pct: float = 1.0
+    max_format_drop: float = 0.10
+    max_false_recall: float = 0.05
+    max_false_recall_rise: float = 0.05
+    min_greedy_fact_recall: float = 0.0
+
+
+@dataclass(frozen=True)
+class Suite:
+    """The fixed canaries (defaults: ``services.evaluator.canaries``)."""
+
+    canary: Sequence[EvalItem] = field(default_factory=lambda: list(CANARY_ITEMS))
+    ppl_text: str = PPL_TEXT
+    format_prompts: Sequence[FormatPrompt] = field(default_factory=lambda: list(FORMAT_PROMPTS))
+
+
+class EvaluationOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """Every figure, which gates passed, why not, and the verdict."""
+
+    metrics: dict[str, float]
+    gates: dict[str, bool]
+    reasons: list[str]
+    verdict: str  # promote | reject
+    duration_s: float = 0.0
+
+    def to_event(self, adapter_id: str, baseline_id: str | None) -> EvaluationCompleted:
+        return EvaluationCompleted(adapter_id=adapter_id, baseline_id=baseline_id,
+                                   verdict=self.verdict, metrics=dict(self.metrics),
+                                   gates=dict(self.gates), reasons=list(self.reasons),
+                                   duration_s=self.duration_s)
+
+
+# ---------------------------------------------------------------- adapters
+
+
+def _lora_types() -> tuple[type, ...]:
+    from mlx_lm.tuner.dora import DoRAEmbedding, DoRALinear
+    from mlx_lm.tuner.lora import LoRAEmbedding, LoRALinear, LoRASwitchLinear
+
+    return (LoRALinear, DoRALinear, LoRASwitchLinear, LoRAEmbedding, DoRAEmbedding)
+
+
+def has_adapter(model: Any) -> bool:
+    types = _lora_types()
+    return any(isinstance(m, types) for _, m in model.named_modules())
+
+
+def remove_adapter(model: Any) -> None:
+    """Put the base layers back in place of every LoRA/DoRA wrapper.
+
+    mlx-lm's ``remove_lora_layers`` knows only LoRALinear; the wrappers keep
+    the very base module they wrap, so this restores the model exactly.
+    """
+    from mlx.utils import tree_unflatten
+
+    types = _lora_types()
+    restored = []
+    for name, module in model.named_modules():
+        if isinstance(module, types):
+            base = getattr(module, "linear", None) or getattr(module, "embedding", None)
+            restored.append((name, base))
+    if restored:
+        model.update_modules(tree_unflatten(restored))
+
+
+def check_adapter_dir(path: Path | str, role: str = "candidate") -> dict[str, Any]:
+    """Validate an mlx-lm adapter directory without touching the model; return
+    its config. Raises :class:`AdapterInvalid` with what is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise AdapterInvalid(role, path, "no such directory")
+    for name in ADAPTER_FILES:
+        if not (path / name).is_file():
+            raise AdapterInvalid(role, path, f"{name} is missing (the adapter is incomplete)")
+    try:
+        config = json.loads((path / "adapter_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise AdapterInvalid(role, path, f"adapter_config.json is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise AdapterInvalid(role, path, "adapter_config.json is not a JSON object")
+    kind = config.get("fine_tune_type", "lora")
+    if kind not in ("lora", "dora"):
+        raise AdapterInvalid(role, path, f"fine_tune_type {kind!r}: only lora/dora adapters can be "
+                                         "served unfused")
+    params = config.get("lora_parameters")
+    if not isinstance(config.get("num_layers"), int) or not isinstance(params, dict) \
+            or not {"rank", "scale"} <= params.keys():
+        raise AdapterInvalid(role, path, "adapter_config.json lacks num_layers or "
+                                         "lora_parameters.rank/scale")
+    return config
+
+
+def _load_weights(path: Path, role: str) -> dict[str, mx.array]:
+    try:
+        weights = mx.load(str(path / "adapters.safetensors"))
+    except Exception as exc:  # mlx raises RuntimeError/ValueError for torn files
+        raise AdapterInvalid(role, path, f"adapters.safetensors cannot be read ({exc})") from None
+    if not isinstance(weights, dict) or not weights:
+        raise AdapterInvalid(role, path, "adapters.safetensors holds no tensors")
+    bad = [name for name, w in weights.items() if not bool(mx.all(mx.isfinite(w)).item())]
+    if bad:
+        raise AdapterInvalid(role, path, f"{len(bad)} tensors hold NaN or infinity (e.g. {bad[0]})")
+    return weights
+
+
+@contextmanager
+def adapter_applied(model: Any, path: Path | str | None, role: str = "candidate") -> Iterator[None]:
+    """Apply the adapter in ``path`` unfused for the duration (None: the bare
+    model); the model is bare again afterwards, whatever happened."""
+    if path is None:
+        yield
+        return
+    from mlx.utils import tree_flatten
+    from mlx_lm.tuner.utils import load_adapters
+
+    path = Path(path)
+    check_adapter_dir(path, role)
+    weights = _load_weights(path, role)
+    try:
+        try:
+            load_adapters(model, str(path))
+        except Exception as exc:  # shape/name mismatches, bad config values
+            raise AdapterInvalid(role, path, f"does not fit this model ({exc})") from None
+        # load_weights(strict=False) would leave a missing lora_a at its random
+        # initialization: the evaluation would then not be deterministic.
+        expected = {name for name, _ in tree_flatten(model.parameters())
+                    if name.rsplit(".", 1)[-1] in ("lora_a", "lora_b", "m")}
+        missing = expected - weights.keys()
+        if missing:
+            raise AdapterInvalid(role, path, f"{len(missing)} adapter tensors are missing "
+                                             f"(e.g. {sorted(missing)[0]})")
+        model.eval()  # new LoRA layers start in training mode (dropout on)
+        yield
+    finally:
+        remove_adapter(model)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def measure(model: Any, tokenizer: Any, *, suite: Suite | None = None,
+            facts: Sequence[EvalItem] = (), false_facts: Sequence[EvalItem] = (),
+            fixed: bool = True, greedy_sample: int = 0, greedy_max_tokens: int = 24,
+            normalize: str = DEFAULT_NORMALIZE, system_prompt: str | None = None,
+            step: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Every figure for the model as it is now (with whatever adapter is on).
+
+    ``fixed``: also the fixed suite (canary, perplexity, format). Keys:
+    fact_recall, false_recall, canary_acc, canary_margin, ppl, format_ok,
+    greedy_fact_recall (those that were measured).
+    """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, not {normalize!r}")
+    suite = suite or Suite()
+    step = step or (lambda _stage: None)
+    scorer = Scorer(model, tokenizer, system_prompt)
+    out: dict[str, float] = {}
+    if facts:
+        step("facts")
+        scored = score_items(model, tokenizer, facts, normalize=normalize, scorer=scorer)
+        out["fact_recall"] = sum(r.correct for r in scored) / len(scored)
+    if false_facts:
+        step("false facts")
+        scored = score_items(model, tokenizer, false_facts, normalize=normalize, scorer=scorer)
+        out["false_recall"] = 1.0 - sum(r.correct for r in scored) / len(scored)
+    if greedy_sample and facts:
+        step("greedy check")
+        sample = _sample(facts, greedy_sample)
+        found = greedy_results(model, tokenizer, sample, greedy_max_tokens, scorer=scorer)
+        out["greedy_fact_recall"] = sum(ok for _, _, ok in found) / len(found)
+        out["greedy_checked"] = float(len(found))
+    if fixed:
+        if suite.canary:
+            step("canary")
+            scored = score_items(model, tokenizer, suite.canary, normalize=normalize, scorer=scorer)
+            out["canary_acc"] = sum(r.correct for r in scored) / len(scored)
+            out["canary_margin"] = sum(r.margin for r in scored) / len(scored)
+        step("perplexity")
+        out["ppl"] = perplexity(model, tokenizer, suite.ppl_text)
+        if suite.format_prompts:
+            step("format")
+            results = format_results(model, tokenizer, suite.format_prompts, scorer=scorer)
+            out["format_ok"] = sum(r.ok for r in results) / len(results)
+    return out
+
+
+def measure_reference(model: Any, tokenizer: Any, suite: Suite | None = None, *,
+                      normalize: str = DEFAULT_NORMALIZE) -> dict[str, float]:
+    """The bare base model's figures on the fixed suite (a daemon may keep
+    them: they change only with the model, the suite or the normalization)."""
+    if has_adapter(model):
+        raise ValueError("measure_reference needs the bare base model; it has LoRA layers on")
+    return measure(model, tokenizer, suite=suite, normalize=normalize)
+
+
+def _sample(items: Sequence[EvalItem], n: int) -> list[EvalItem]:
+    """n items spread evenly over the list (deterministic)."""
+    if n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
+
+
+# ---------------------------------------------------------------- the verdict
+
+
+def evaluate(model: Any, tokenizer: Any, *, candidate_dir: Path | str,
+             baseline_dir: Path | str | None, facts: Sequence[EvalItem],
+             false_facts: Sequence[EvalItem], thresholds: Thresholds | None = None,
+             progress: Progress | None = None, suite: Suite | None = None,
+             reference: dict[str, float] | None = None, greedy_sample: int = 8,
+             greedy_max_tokens: int = 24, normalize: str = DEFAULT_NORMALIZE,
+             system_prompt: str | None = None) -> EvaluationOutcome:
+    """Judge ``candidate_dir`` against ``baseline_dir`` (None: the bare model).
+
+    ``model`` must be the bare base model; it is again when this returns or
+    raises. A missing or corrupt candidate (or baseline) raises
+    :class:`AdapterInvalid` before any measurement. ``reference``: the bare
+    model's fixed-suite figures from :func:`measure_reference`, reused when
+    the baseline is an adapter (else measured here).
+    """
+    started = time.perf_counter()
+    thresholds = thresholds or Thresholds()
+    suite = suite or Suite()
+    if has_adapter(model):
+        raise ValueError("evaluate needs the bare base model; it has LoRA layers on")
+    # Apply and remove each adapter once up front (milliseconds): a corrupt or
+    # ill-fitting candidate is refused before minutes of measuring.
+    for path, role in ((candidate_dir, "candidate"), (baseline_dir, "baseline")):
+        if path is not None:
+            with adapter_applied(model, path, role):
+                pass
+
+    plan = ["baseline"] + (["base model"] if baseline_dir is not None else []) + ["candidate"]
+    stages_per = {"baseline": 5, "base model": 4, "candidate": 6}
+    total = sum(stages_per[p] for p in plan)
+    done = 0
+
+    def stepper(phase: str) -> Callable[[str], None]:
+        def step(stage: str) -> None:
+            nonlocal done
+            if progress is not None:
+                progress(f"{phase}: {stage}", done, total)
+            done += 1
+        return step
+
+    common = dict(suite=suite, normalize=normalize, system_prompt=system_prompt)
+    with adapter_applied(model, baseline_dir, "baseline"):
+        base = measure(model, tokenizer, facts=facts, false_facts=false_facts,
+                       step=stepper("baseline"), **common)
+    if baseline_dir is None:
+        ref = base
+    else:
+        need_fixed = reference is None
+        ref = measure(model, tokenizer, false_facts=false_facts, fixed=need_fixed,
+                      step=stepper("base model"), **common)
+        if reference is not None:
+            ref = {**reference, **ref}
+    with adapter_applied(model, candidate_dir, "candidate"):
+        cand = measure(model, tokenizer, facts=facts, false_facts=false_facts,
+                       greedy_sample=greedy_sample, greedy_max_tokens=greedy_max_tokens,
+                       step=stepper("candidate"), **common)
+    if progress is not None:
+        progress("done", total, total)
+
+    raw = _metrics(cand, base, ref, n_facts=len(facts), n_false=len(false_facts))
+    gates, reasons = _gates(raw, thresholds, n_facts=len(facts), n_false=len(false_facts))
+    # NaN/infinity cannot travel in the event (JSON): leave them out, say so.
+    metrics = {k: v for k, v in raw.items() if math.isfinite(v)}
+    broken = sorted(k for k in raw if k not in metrics)
+    if broken:
+        reasons.append(f"not a finite number (left out of the metrics): {', '.join(broken)}")
+    verdict = "promote" if all(gates.values()) else "reject"
+    return EvaluationOutcome(metrics=metrics, gates=gates, reasons=reasons, verdict=verdict,
+                             duration_s=round(time.perf_counter() - started, 3))
+
+
+def _metrics(cand: dict[str, float], base: dict[str, float], ref: dict[str, float], *,
+             n_facts: int, n_false: int) -> dict[str, float]:
+    """One flat dict: ``x`` (candidate), ``x_base`` (baseline: the adapter
+    being replaced, or the bare model), ``x_model`` (the bare base model)."""
+    m: dict[str, float] = {"facts": float(n_facts), "false_facts": float(n_false)}
+    for key in ("fact_recall", "greedy_fact_recall", "greedy_checked"):
+        if key in cand:
+            m[key] = cand[key]
+    if "fact_recall" in base:
+        m["fact_recall_base"] = base["fact_recall"]
+    for key in ("false_recall", "canary_acc", "canary_margin", "ppl", "format_ok"):
+        if key in cand:
+            m[key] = cand[key]
+        if key in base:
+            m[f"{key}_base"] = base[key]
+        if key in ref:
+            m[f"{key}_model"] = ref[key]
+    if "canary_acc" in m and "canary_acc_model" in m:
+        m["canary_drop_pts"] = (m["canary_acc_model"] - m["canary_acc"]) * 100.0
+        m["canary_drop_base_pts"] = (m["canary_acc_base"] - m["canary_acc"]) * 100.0
+    if "ppl" in m and "ppl_model" in m:
+        m["ppl_drift_pct"] = (m["ppl"] / m["ppl_model"] - 1.0) * 100.0
+        m["ppl_drift_base_pct"] = (m["ppl"] / m["ppl_base"] - 1.0) * 100.0
+    return {k: float(v) for k, v in m.items()}
+
+
+# Comparisons of shares and percentages computed in float: allow rounding.
+_EPS = 1e-9
+
+
+def _gates(m: dict[str, float], t: Thresholds, *, n_facts: int, n_false: int
+           ) -> tuple[dict[str, bool], list[str]]:
+    gates: dict[str, bool] = {}
+    reasons: list[str] = []
+
+    if n_facts:
+        right = round(m["fact_recall"] * n_facts)
+        right_base = round(m["fact_recall_base"] * n_facts)
+        floor_ok = m["fact_recall"] + _EPS >= t.min_fact_recall
+        gates["fact_recall"] = floor_ok and right >= right_base
+        if not floor_ok:
+            reasons.append(f"recalled {right} of {n_facts} facts ({m['fact_recall']:.2f}), below "
+                           f"the floor {t.min_fact_recall:.2f}")
+        if right < right_base:
+            reasons.append(f"recalled {right} of {n_facts} facts, fewer than the current "
+                           f"adapter's {right_base}")
+    else:
+        gates["fact_recall"] = True
+        reasons.append("no facts to check: the fact-recall gate passed without a test")
+
+    if "canary_drop_pts" in m:
+        drop = m["canary_drop_pts"]
+        gates["canary"] = drop <= t.max_canary_drop_pts + _EPS
+        if not gates["canary"]:
+            reasons.append(f"canary dropped {drop:.1f} points vs the base model "
+                           f"({m['canary_acc_model'] * 100:.1f}% -> {m['canary_acc'] * 100:.1f}%; "
+                           f"limit {t.max_canary_drop_pts:.1f})")
+
+    drift = m["ppl_drift_pct"]
+    gates["perplexity"] = drift <= t.max_ppl_drift_pct + _EPS  # NaN fails too
+    if not gates["perplexity"]:
+        reasons.append(f"perplexity drifted {drift:+.1f}% from the base model "
+                       f"({m['ppl_model']:.2f} -> {m['ppl']:.2f}; limit {t.max_ppl_drift_pct:.1f}%)")
+
+    if "format_ok" in m:
+        fall = m["format_ok_model"] - m["format_ok"]
+        gates["format"] = fall <= t.max_format_drop + _EPS
+        if not gates["format"]:
+            reasons.append(f"format compliance fell to {m['format_ok']:.2f} from the base model's "
+                           f"{m['format_ok_model']:.2f} (limit: a drop of {t.max_format_drop:.2f})")
+
+    if n_false:
+        limit = max(t.max_false_recall, m["false_recall_model"] + t.max_false_recall_rise)
+        gates["false_recall"] = m["false_recall"] <= limit + _EPS
+        if not gates["false_recall"]:
+            reasons.append(f"false recall {m['false_recall']:.2f} on {n_false} never-stated facts "
+                           f"(base model {m['false_recall_model']:.2f}; limit {limit:.2f})")
+    else:
+        gates["false_recall"] = True
+        reasons.append("no never-stated facts to check: the false-recall gate passed without a test")
+
+    if t.min_greedy_fact_recall > 0 and "greedy_fact_recall" in m:
+        ok = m["greedy_fact_recall"] + _EPS >= t.min_greedy_fact_recall
+        gates["greedy_fact_recall"] = ok
+        if not ok:
+            reasons.append(f"greedy replies stated {m['greedy_fact_recall']:.2f} of the sampled "
+                           f"facts, below {t.min_greedy_fact_recall:.2f}")
+    return gates, reasons
