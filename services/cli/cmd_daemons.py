@@ -140,8 +140,11 @@ def collect_status(paths: Paths) -> dict:
             "ready": bool(pong and pong.ready),
             "details": dict(pong.details) if pong else {},
         }
+    from services.common.heavylock import HeavyRunLock
+
+    holder = HeavyRunLock(paths.run / "heavy.lock").holder() if paths.run.exists() else None
     return {"home": str(paths.home), "supervisord": running, "daemons": daemons,
-            "last_event": last_event(paths)}
+            "last_event": last_event(paths), "heavy_lock": holder}
 
 
 def status(paths: Paths, args: argparse.Namespace) -> int:
@@ -156,6 +159,8 @@ def status(paths: Paths, args: argparse.Namespace) -> int:
         ready = "ready" if d["ready"] else "not ready"
         pid = d["pid"] or "-"
         print(f"  {name:<9} {d['state']:<9} pid {pid!s:<8} up {_duration(d['uptime_s']):<9} {ready}")
+    lock = report.get("heavy_lock")
+    print(f"heavy-run lock: {'held by ' + str(lock.get('holder')) + ' (pid ' + str(lock.get('pid')) + ')' if lock else 'free'}")
     ev = report["last_event"]
     if ev:
         age = _duration(max(0.0, time.time() - ev["ts"]))
