@@ -159,7 +159,10 @@ class IngestCore:
         """Top ``k`` recallable memories for ``query``; (memories, embed_ms, search_ms)."""
         k = max(1, min(k, MAX_RECALL_K))
         started = time.perf_counter()
-        vector = self.embedder.embed([redact(query).text])[0]
+        # The query is embedded, never stored: redacting it only hurts (a
+        # "[NAME]" query matches every memory with a redacted name; measured
+        # by bench/bench_retrieval.py).
+        vector = self.embedder.embed([query])[0]
         embedded = time.perf_counter()
         hits = self.index.search(vector, k * 4)
         memories = [
