@@ -15,6 +15,7 @@ import queue
 import sys
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ log = get_logger("chat")
 
 POLL_TIMEOUT_MS = 200
 MAX_QUEUED_TURNS = 32
+# Logged turns remembered by request_id, so a resend is answered from the
+# record instead of generating the turn (and growing the session) again.
+MAX_REMEMBERED_TURNS = 1024
 OUTBOUND = "inproc://chat-outbound"
 
 
@@ -96,7 +100,10 @@ class Outbound:
         self.sock.connect(OUTBOUND)
 
     def send(self, ident: bytes, request_id: str, message: Any) -> None:
-        self.sock.send_multipart([ident, request_id.encode(), encode(message)])
+        # Raw bytes pass through unencoded: b"" is the end-of-job marker, and
+        # encoded it would be a non-empty frame the IO thread never recognises.
+        frame = message if isinstance(message, bytes) else encode(message)
+        self.sock.send_multipart([ident, request_id.encode(), frame])
 
 
 class ChatServer:
@@ -109,6 +116,8 @@ class ChatServer:
         self.jobs: queue.Queue[Job | Reload | None] = queue.Queue()
         self.commits: queue.Queue[tuple[Job, ChatTurnCompleted] | Envelope | None] = queue.Queue()
         self.active: dict[str, Job] = {}  # request_id -> job, owned by the IO thread
+        self.logged: OrderedDict[str, ChatFinished] = OrderedDict()  # committer writes, model thread reads
+        self.logged_lock = threading.Lock()
         self.fatal: BaseException | None = None
         self.inbound = self.ctx.socket(zmq.PULL)
         self.inbound.bind(OUTBOUND)
@@ -348,6 +357,16 @@ class ChatServer:
             out.send(job.ident, rid, ErrorReply(code="cancelled", request_id=rid, message="cancelled before it started"))
             out.send(job.ident, rid, b"")
             return
+        with self.logged_lock:
+            done = self.logged.get(rid)
+        if done is not None:  # a resend of a turn already logged: the same answer, not a new turn
+            turn = done.turn
+            out.send(job.ident, rid, ChatStarted(request_id=rid, session_id=turn.session_id,
+                                                 turn_index=turn.turn_index, adapter_id=turn.adapter_id))
+            out.send(job.ident, rid, ChatDelta(request_id=rid, text=turn.assistant_text))
+            out.send(job.ident, rid, ChatFinished(request_id=rid, seq=done.seq, turn=turn, duplicate=True))
+            out.send(job.ident, rid, b"")
+            return
         turn_request = TurnRequest(rid, job.session_id, req.message, req.max_tokens,
                                    req.temperature, req.top_p, req.system_prompt, req.recall)
         callbacks = TurnCallbacks(
@@ -408,7 +427,12 @@ class ChatServer:
             seq, duplicate = appended.seqs[0], appended.duplicates[0]
             log.info("chat.turn_logged", request_id=rid, seq=seq, duplicate=duplicate,
                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
-            out.send(job.ident, rid, ChatFinished(request_id=rid, seq=seq, turn=turn, duplicate=duplicate))
+            finished = ChatFinished(request_id=rid, seq=seq, turn=turn, duplicate=duplicate)
+            with self.logged_lock:
+                self.logged[rid] = finished
+                while len(self.logged) > MAX_REMEMBERED_TURNS:
+                    self.logged.popitem(last=False)
+            out.send(job.ident, rid, finished)
         out.send(job.ident, rid, b"")
 
     def close(self) -> None:

@@ -1,0 +1,50 @@
+"""End-to-end fixtures: the real daemons under supervisord, started with `circ up`.
+
+Self-contained on purpose (nothing from ``tests/conftest.py``). One instance
+is shared per test module: start-up costs ~5 s (chat loads the model).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import Instance, make_home
+
+
+@pytest.fixture(scope="module")
+def instance() -> Iterator[Instance]:
+    """A running instance (`circ up`) shared by the tests of one module."""
+    home = make_home()
+    inst = Instance(home)
+    try:
+        inst.up()
+        yield inst
+    finally:
+        inst.teardown()
+        _remove(home)
+
+
+@pytest.fixture
+def fresh_home() -> Iterator[Instance]:
+    """An instance directory with nothing running (torn down anyway, in case)."""
+    home = make_home()
+    inst = Instance(home)
+    try:
+        yield inst
+    finally:
+        inst.teardown()
+        _remove(home)
+
+
+
+def _remove(home: Path) -> None:
+    # CIRCADIAN_E2E_KEEP=1 keeps the instance (logs, events.db) for a post-mortem.
+    if os.environ.get("CIRCADIAN_E2E_KEEP"):
+        print(f"kept {home}")
+    else:
+        shutil.rmtree(home, ignore_errors=True)
