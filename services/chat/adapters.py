@@ -52,6 +52,7 @@ def load_adapter_into(model: Any, adapter_dir: Path) -> str:
             raise AdapterError(f"{adapter_dir / name} is missing: the adapter is incomplete; "
                                "roll back with `circ adapters rollback`")
     load_adapters(model, str(adapter_dir))
+    model.eval()  # new LoRA layers start in training mode (dropout on)
     return adapter_dir.name
 
 

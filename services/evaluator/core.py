@@ -17,7 +17,8 @@ uses): recall of the night's facts (multiple choice by log-likelihood, on
 questions worded differently from training), a general-capability canary
 (multiple choice the base model answers right), perplexity on a fixed text,
 format compliance of short greedy replies, false recall (questions about
-facts never stated: does a fabricated value beat "I don't know"?), and a
+facts never stated: does a fabricated value beat "I don't know"? compared
+per token, see metrics.FALSE_RECALL_NORMALIZE), and a
 greedy check that the candidate actually *says* a sample of the facts.
 
 The gates and why they are anchored where they are: see :class:`Thresholds`.
@@ -46,6 +47,7 @@ from protocol.trainer_api import EvalItem  # noqa: E402
 from services.evaluator.canaries import CANARY_ITEMS, FORMAT_PROMPTS, PPL_TEXT  # noqa: E402
 from services.evaluator.metrics import (  # noqa: E402
     DEFAULT_NORMALIZE,
+    FALSE_RECALL_NORMALIZE,
     NORMALIZATIONS,
     FormatPrompt,
     Scorer,
@@ -127,7 +129,21 @@ class Suite:
 
 
 class EvaluationOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """Every figure, which gates passed, why not, and the verdict."""
+    """Every figure, which gates passed, why not, and the verdict.
+
+    ``metrics`` (floats; NaN/infinity left out and named in ``reasons``):
+    ``x`` is the candidate, ``x_base`` the baseline (the adapter being
+    replaced, or the bare model when there is none), ``x_model`` the bare
+    base model. fact_recall(_base), greedy_fact_recall, greedy_checked,
+    facts, false_facts (counts), false_recall(_base/_model),
+    canary_acc(_base/_model), canary_margin(_base/_model) (mean gold minus
+    best distractor, nats), canary_drop_pts (vs the model),
+    canary_drop_base_pts, ppl(_base/_model), ppl_drift_pct (vs the model),
+    ppl_drift_base_pct, format_ok(_base/_model).
+    ``gates``: fact_recall, canary, perplexity, format, false_recall (and
+    greedy_fact_recall when its threshold is set). ``reasons``: one sentence
+    per failed gate, plus notes (a gate with nothing to test).
+    """
 
     metrics: dict[str, float]
     gates: dict[str, bool]
@@ -253,7 +269,8 @@ def adapter_applied(model: Any, path: Path | str | None, role: str = "candidate"
 def measure(model: Any, tokenizer: Any, *, suite: Suite | None = None,
             facts: Sequence[EvalItem] = (), false_facts: Sequence[EvalItem] = (),
             fixed: bool = True, greedy_sample: int = 0, greedy_max_tokens: int = 24,
-            normalize: str = DEFAULT_NORMALIZE, system_prompt: str | None = None,
+            normalize: str = DEFAULT_NORMALIZE, false_normalize: str = FALSE_RECALL_NORMALIZE,
+            system_prompt: str | None = None,
             step: Callable[[str], None] | None = None) -> dict[str, float]:
     """Every figure for the model as it is now (with whatever adapter is on).
 
@@ -261,8 +278,9 @@ def measure(model: Any, tokenizer: Any, *, suite: Suite | None = None,
     fact_recall, false_recall, canary_acc, canary_margin, ppl, format_ok,
     greedy_fact_recall (those that were measured).
     """
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, not {normalize!r}")
+    for name in (normalize, false_normalize):
+        if name not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, not {name!r}")
     suite = suite or Suite()
     step = step or (lambda _stage: None)
     scorer = Scorer(model, tokenizer, system_prompt)
@@ -273,7 +291,7 @@ def measure(model: Any, tokenizer: Any, *, suite: Suite | None = None,
         out["fact_recall"] = sum(r.correct for r in scored) / len(scored)
     if false_facts:
         step("false facts")
-        scored = score_items(model, tokenizer, false_facts, normalize=normalize, scorer=scorer)
+        scored = score_items(model, tokenizer, false_facts, normalize=false_normalize, scorer=scorer)
         out["false_recall"] = 1.0 - sum(r.correct for r in scored) / len(scored)
     if greedy_sample and facts:
         step("greedy check")
@@ -305,6 +323,15 @@ def measure_reference(model: Any, tokenizer: Any, suite: Suite | None = None, *,
     return measure(model, tokenizer, suite=suite, normalize=normalize)
 
 
+def _fixed_keys(suite: Suite) -> set[str]:
+    keys = {"ppl"}
+    if suite.canary:
+        keys |= {"canary_acc", "canary_margin"}
+    if suite.format_prompts:
+        keys.add("format_ok")
+    return keys
+
+
 def _sample(items: Sequence[EvalItem], n: int) -> list[EvalItem]:
     """n items spread evenly over the list (deterministic)."""
     if n >= len(items):
@@ -321,6 +348,7 @@ def evaluate(model: Any, tokenizer: Any, *, candidate_dir: Path | str,
              progress: Progress | None = None, suite: Suite | None = None,
              reference: dict[str, float] | None = None, greedy_sample: int = 8,
              greedy_max_tokens: int = 24, normalize: str = DEFAULT_NORMALIZE,
+             false_normalize: str = FALSE_RECALL_NORMALIZE,
              system_prompt: str | None = None) -> EvaluationOutcome:
     """Judge ``candidate_dir`` against ``baseline_dir`` (None: the bare model).
 
@@ -328,7 +356,8 @@ def evaluate(model: Any, tokenizer: Any, *, candidate_dir: Path | str,
     raises. A missing or corrupt candidate (or baseline) raises
     :class:`AdapterInvalid` before any measurement. ``reference``: the bare
     model's fixed-suite figures from :func:`measure_reference`, reused when
-    the baseline is an adapter (else measured here).
+    the baseline is an adapter and as the baseline's own when it is not (else
+    measured here).
     """
     started = time.perf_counter()
     thresholds = thresholds or Thresholds()
@@ -342,9 +371,15 @@ def evaluate(model: Any, tokenizer: Any, *, candidate_dir: Path | str,
             with adapter_applied(model, path, role):
                 pass
 
-    plan = ["baseline"] + (["base model"] if baseline_dir is not None else []) + ["candidate"]
-    stages_per = {"baseline": 5, "base model": 4, "candidate": 6}
-    total = sum(stages_per[p] for p in plan)
+    fixed_keys = _fixed_keys(suite)
+    if reference is not None and not fixed_keys <= reference.keys():
+        raise ValueError(f"reference lacks {sorted(fixed_keys - reference.keys())}: "
+                         "pass measure_reference() of the same suite")
+    reuse = reference is not None  # the base model's fixed-suite figures are known
+    fixed_stages = len(fixed_keys - {"canary_margin"})
+    total = (bool(facts) + bool(false_facts) + (0 if reuse and baseline_dir is None else fixed_stages)
+             + ((bool(false_facts) + (0 if reuse else fixed_stages)) if baseline_dir else 0)
+             + bool(facts) + bool(false_facts) + bool(greedy_sample and facts) + fixed_stages)
     done = 0
 
     def stepper(phase: str) -> Callable[[str], None]:
@@ -355,18 +390,21 @@ def evaluate(model: Any, tokenizer: Any, *, candidate_dir: Path | str,
             done += 1
         return step
 
-    common = dict(suite=suite, normalize=normalize, system_prompt=system_prompt)
+    common = dict(suite=suite, normalize=normalize, false_normalize=false_normalize,
+                  system_prompt=system_prompt)
+    # With no baseline adapter the baseline *is* the base model: its fixed-suite
+    # figures are the reference, measured now or passed in.
     with adapter_applied(model, baseline_dir, "baseline"):
         base = measure(model, tokenizer, facts=facts, false_facts=false_facts,
-                       step=stepper("baseline"), **common)
+                       fixed=not (reuse and baseline_dir is None), step=stepper("baseline"),
+                       **common)
     if baseline_dir is None:
+        base = {**(reference or {}), **base}
         ref = base
     else:
-        need_fixed = reference is None
-        ref = measure(model, tokenizer, false_facts=false_facts, fixed=need_fixed,
+        ref = measure(model, tokenizer, false_facts=false_facts, fixed=not reuse,
                       step=stepper("base model"), **common)
-        if reference is not None:
-            ref = {**reference, **ref}
+        ref = {**(reference or {}), **ref}
     with adapter_applied(model, candidate_dir, "candidate"):
         cand = measure(model, tokenizer, facts=facts, false_facts=false_facts,
                        greedy_sample=greedy_sample, greedy_max_tokens=greedy_max_tokens,
@@ -375,7 +413,8 @@ def evaluate(model: Any, tokenizer: Any, *, candidate_dir: Path | str,
         progress("done", total, total)
 
     raw = _metrics(cand, base, ref, n_facts=len(facts), n_false=len(false_facts))
-    gates, reasons = _gates(raw, thresholds, n_facts=len(facts), n_false=len(false_facts))
+    gates, reasons = _gates(raw, thresholds, n_facts=len(facts), n_false=len(false_facts),
+                            baseline="the current adapter" if baseline_dir else "the base model")
     # NaN/infinity cannot travel in the event (JSON): leave them out, say so.
     metrics = {k: v for k, v in raw.items() if math.isfinite(v)}
     broken = sorted(k for k in raw if k not in metrics)
@@ -416,8 +455,8 @@ def _metrics(cand: dict[str, float], base: dict[str, float], ref: dict[str, floa
 _EPS = 1e-9
 
 
-def _gates(m: dict[str, float], t: Thresholds, *, n_facts: int, n_false: int
-           ) -> tuple[dict[str, bool], list[str]]:
+def _gates(m: dict[str, float], t: Thresholds, *, n_facts: int, n_false: int,
+           baseline: str = "the current adapter") -> tuple[dict[str, bool], list[str]]:
     gates: dict[str, bool] = {}
     reasons: list[str] = []
 
@@ -430,8 +469,8 @@ def _gates(m: dict[str, float], t: Thresholds, *, n_facts: int, n_false: int
             reasons.append(f"recalled {right} of {n_facts} facts ({m['fact_recall']:.2f}), below "
                            f"the floor {t.min_fact_recall:.2f}")
         if right < right_base:
-            reasons.append(f"recalled {right} of {n_facts} facts, fewer than the current "
-                           f"adapter's {right_base}")
+            reasons.append(f"recalled {right} of {n_facts} facts, fewer than {baseline} "
+                           f"({right_base})")
     else:
         gates["fact_recall"] = True
         reasons.append("no facts to check: the fact-recall gate passed without a test")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,15 @@ NORMALIZATIONS = ("mean", "sum", "chars")
 # one-token gold answer ("Madrid" over "Paris", "Damp" over "Dry") because
 # the later tokens of a word are nearly certain once it has begun.
 DEFAULT_NORMALIZE = "sum"
+# False recall compares an abstention ("I don't know.") with fabricated values:
+# a multi-token phrase against short ones. Summed, the phrase pays for its
+# wording (its final full stop alone costs ~4 nats) and the base model already
+# "prefers" a made-up name on 8 of 10 never-stated questions, so the measure
+# starts saturated and cannot show harm. Per token, the near-certain tail of
+# the phrase stops counting against it and the comparison is about which
+# reply the model commits to: the base model then scores 0 of 10 ("chars":
+# 2 of 10). Measured on the embedded model, 10 personal questions, 3 values each.
+FALSE_RECALL_NORMALIZE = "mean"
 # Perplexity is computed in windows of this many tokens (no overlap): the
 # canary text is one window; longer texts stay bounded in memory.
 PPL_WINDOW_TOKENS = 1024
@@ -121,7 +130,10 @@ def chat_prompt_tokens(tokenizer: Any, question: str, system_prompt: str | None 
     messages = [{"role": "user", "content": question}]
     if system:
         messages.insert(0, {"role": "system", "content": system})
-    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+    tokens = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(tokens, Mapping):  # a bare transformers tokenizer returns an encoding
+        tokens = tokens["input_ids"]
+    return list(tokens)
 
 
 def answer_tokens(tokenizer: Any, answer: str) -> list[int]:
@@ -274,19 +286,19 @@ class Scorer:
         firsts = mx.concatenate([first[i][mx.array([t[0] for t in ts])]
                                  for i, ts in enumerate(targets)])
         pairs = [(i, t) for i, ts in enumerate(targets) for t in ts]
-        totals = firsts
-        longest = max(len(t) for _, t in pairs)
-        if longest > 1:
-            width = longest - 1
-            pad = pairs[0][1][0]
-            rows = mx.array([i for i, _ in pairs])
-            inputs = mx.array([t[:-1] + [pad] * (longest - len(t)) for _, t in pairs])
-            nexts = mx.array([t[1:] + [pad] * (longest - len(t)) for _, t in pairs])
-            valid = mx.array([[k < len(t) - 1 for k in range(width)] for _, t in pairs])
+        rests = [0.0] * len(pairs)
+        # The rest of each option, one call per option length: no padding at all
+        # (answers are short, so there are few distinct lengths).
+        for length in sorted({len(t) for _, t in pairs} - {1}):
+            group = [k for k, (_, t) in enumerate(pairs) if len(t) == length]
+            rows = mx.array([pairs[k][0] for k in group])
+            inputs = mx.array([pairs[k][1][:-1] for k in group])
+            nexts = mx.array([pairs[k][1][1:] for k in group])
             logprobs = _log_softmax(self.model(inputs, cache=self._select_rows(cache, rows)))
-            picked = mx.take_along_axis(logprobs, nexts[..., None], axis=-1)[..., 0]
-            totals = totals + mx.where(valid, picked, 0.0).sum(axis=1)
-        values = totals.tolist()
+            picked = mx.take_along_axis(logprobs, nexts[..., None], axis=-1)[..., 0].sum(axis=1)
+            for k, value in zip(group, picked.tolist(), strict=True):
+                rests[k] = value
+        values = [f + r for f, r in zip(firsts.tolist(), rests, strict=True)]
         texts = [o for _, options in requests for o in options]
         scores = [_score(float(v), len(t), text)
                   for v, (_, t), text in zip(values, pairs, texts, strict=True)]
@@ -296,11 +308,13 @@ class Scorer:
             k += len(ts)
         return out
 
-    def _greedy_chunk(self, questions: Sequence[str], max_tokens: int) -> list[str]:
+    def _greedy_chunk(self, questions: Sequence[str], budgets: Sequence[int]) -> list[str]:
+        """Decode all rows in lock-step; a row stops at end of turn or at its
+        own token budget (its reply is what it would be alone)."""
         cache, logprobs = self._prefill([self.prompt(q) for q in questions])
         generated: list[list[int]] = [[] for _ in questions]
-        done = [False] * len(questions)
-        for step in range(max_tokens):
+        done = [budget <= 0 for budget in budgets]
+        for _step in range(max(budgets)):
             tokens = mx.argmax(logprobs, axis=-1).tolist()
             for row, token in enumerate(tokens):
                 if done[row]:
@@ -309,7 +323,8 @@ class Scorer:
                     done[row] = True
                 else:
                     generated[row].append(token)
-            if all(done) or step + 1 == max_tokens:
+                    done[row] = len(generated[row]) >= budgets[row]
+            if all(done):
                 break
             logits = self.model(mx.array(tokens)[:, None], cache=cache)
             logprobs = _log_softmax(logits[:, -1])
@@ -340,15 +355,18 @@ class Scorer:
     def score_options(self, question: str, options: Sequence[str]) -> list[AnswerScore]:
         return self.score([(question, options)])[0]
 
-    def greedy(self, questions: Sequence[str], max_tokens: int) -> list[str]:
-        """Greedy (temperature 0) replies, at most ``max_tokens`` tokens each,
-        stopping at end of turn, as chat would serve them."""
+    def greedy(self, questions: Sequence[str], max_tokens: int | Sequence[int]) -> list[str]:
+        """Greedy (temperature 0) replies, at most ``max_tokens`` tokens each
+        (one budget for all, or one per question), stopping at end of turn,
+        as chat would serve them."""
+        budgets = ([max_tokens] * len(questions) if isinstance(max_tokens, int)
+                   else list(max_tokens))
         if not self.batched:
-            return [_greedy_single(self.model, self.tokenizer, self.prompt(q), max_tokens, self._eos)
-                    for q in questions]
+            return [_greedy_single(self.model, self.tokenizer, self.prompt(q), b, self._eos)
+                    for q, b in zip(questions, budgets, strict=True)]
         out = [""] * len(questions)
         for chunk in self._chunks(questions):
-            replies = self._greedy_chunk([questions[i] for i in chunk], max_tokens)
+            replies = self._greedy_chunk([questions[i] for i in chunk], [budgets[i] for i in chunk])
             for index, reply in zip(chunk, replies, strict=True):
                 out[index] = reply
         return out
@@ -439,7 +457,7 @@ def mc_accuracy(model: Any, tokenizer: Any, items: Sequence[EvalItem], *,
 
 
 def false_recall(model: Any, tokenizer: Any, items: Sequence[EvalItem], *,
-                 normalize: str = DEFAULT_NORMALIZE,
+                 normalize: str = FALSE_RECALL_NORMALIZE,
                  system_prompt: str | None = None, scorer: Scorer | None = None
                  ) -> tuple[float, list[ItemScore]]:
     """How often the model "remembers" a fact it was never told.
@@ -448,11 +466,12 @@ def false_recall(model: Any, tokenizer: Any, items: Sequence[EvalItem], *,
     abstention ("I don't know.") and its ``distractors`` are plausible
     fabricated values. An item counts as a false recall when the abstention
     does NOT strictly beat every fabricated value (a tie counts against the
-    model), scored exactly as :func:`mc_accuracy` scores facts, so
-    ``false_recall == 1 - mc_accuracy`` on the same items. The absolute level
-    depends on the abstention's wording and the normalization; what the gate
-    uses is the comparison with the same items scored without the candidate,
-    which this definition keeps exact.
+    model), scored as :func:`mc_accuracy` scores facts, so ``false_recall ==
+    1 - mc_accuracy`` on the same items with the same ``normalize`` — by
+    default the mean log-prob per token (:data:`FALSE_RECALL_NORMALIZE` says
+    why). The absolute level depends on the abstention's wording; the gate
+    also compares with the same items scored on the base model, which this
+    definition keeps exact (same items, same scoring, same batches).
 
     Returns (rate, per-item scores; ``correct`` there means "abstained").
     """
@@ -559,14 +578,9 @@ def format_results(model: Any, tokenizer: Any, prompts: Sequence[FormatPrompt], 
         check_format(p.rule, "")  # unknown rules fail before any generation
     scorer = scorer or Scorer(model, tokenizer, system_prompt)
     scorer.prime([p.prompt for p in prompts])
-    outputs: dict[int, str] = {}
-    # Prompts with the same token budget decode together.
-    for budget in sorted({p.max_tokens for p in prompts}):
-        indices = [i for i, p in enumerate(prompts) if p.max_tokens == budget]
-        replies = scorer.greedy([prompts[i].prompt for i in indices], budget)
-        outputs.update(zip(indices, replies, strict=True))
-    return [FormatResult(p.prompt, p.rule, outputs[i], check_format(p.rule, outputs[i]))
-            for i, p in enumerate(prompts)]
+    replies = scorer.greedy([p.prompt for p in prompts], [p.max_tokens for p in prompts])
+    return [FormatResult(p.prompt, p.rule, reply, check_format(p.rule, reply))
+            for p, reply in zip(prompts, replies, strict=True)]
 
 
 def format_ok(model: Any, tokenizer: Any, prompts: Sequence[FormatPrompt], *,

@@ -133,6 +133,13 @@ class EvaluatorServer:
         finally:
             out.close()
             client.close()
+            # As in chat's model thread: MLX streams made on this thread (mlx-lm's
+            # generation stream among them) must be destroyed here before the
+            # process exits, or a SIGTERM stop now and then ends in SIGABRT
+            # ("terminate called without an active exception", ml-explore/mlx#3126).
+            mlx_core = sys.modules.get("mlx.core")
+            if mlx_core is not None and hasattr(mlx_core, "clear_streams"):
+                mlx_core.clear_streams()
 
     def _judge(self, request: Evaluate, client: EventlogClient) -> Any:
         from services.common.heavylock import HeavyRunLock
