@@ -70,6 +70,9 @@ class ReplayBatch(_Msg, tag="replay_batch", kw_only=True):
     request_id: str
     events: list[StoredEnvelope]
     head_seq: int
+    # True when the page was cut short to keep the reply under the frame
+    # limit: more events follow, ask again from the last seq received.
+    truncated: bool = False
 
 
 class GetStats(_Msg, tag="get_stats", kw_only=True):

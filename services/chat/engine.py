@@ -33,7 +33,6 @@ class RecallOutcome:
 
 
 Recaller = Callable[[str], RecallOutcome]
-MEMORY_PREAMBLE = "Things the user told you earlier (use them if relevant):"
 
 
 def with_memories(message: str, memories: list[tuple[str, str]]) -> str:
@@ -41,12 +40,14 @@ def with_memories(message: str, memories: list[tuple[str, str]]) -> str:
 
     Memories go into the current user message, not the system prompt, so the
     conversation's prefix stays identical from turn to turn and the KV cache
-    keeps working.
+    keeps working. The "Context / Question" shape was chosen by measurement:
+    on four remembered facts the embedded 135M model's answer contained the
+    fact 4/4 times this way, 2/4 with a bulleted preamble.
     """
     if not memories:
         return message
-    lines = "\n".join(f"- {text}" for _, text in memories)
-    return f"{MEMORY_PREAMBLE}\n{lines}\n\n{message}"
+    context = " ".join(text.strip().rstrip(".") + "." for _, text in memories)
+    return f"Context: {context}\n\nQuestion: {message}\nAnswer using the context."
 
 
 class TurnRejected(ValueError):
@@ -67,6 +68,9 @@ class TurnRequest:
     top_p: float | None = None
     system_prompt: str | None = None
     recall: bool = True
+    # The client named this session: it may exist in the log (chat restarted
+    # or evicted it). A new session has no history to look up.
+    resume: bool = True
 
 
 @dataclass
@@ -113,7 +117,7 @@ class ChatEngine:
             session = Session(request.session_id, request.system_prompt or self.config.system_prompt)
             # A session chat no longer holds (restart, eviction): rebuild its
             # conversation from the log so the turn index and context continue.
-            if self.history_loader is not None:
+            if self.history_loader is not None and request.resume:
                 for user_text, assistant_text in self.history_loader(request.session_id):
                     session.messages += [{"role": "user", "content": user_text},
                                          {"role": "assistant", "content": assistant_text}]

@@ -34,7 +34,7 @@ class LogHistory:
         after = 0
         try:
             while True:
-                batch = self._client.replay(after, limit=5000, types=[TURN_TYPE])
+                batch = self._client.replay(after, limit=500, types=[TURN_TYPE])
                 for stored in batch.events:
                     after = stored.seq or after
                     try:

@@ -368,7 +368,8 @@ class ChatServer:
             out.send(job.ident, rid, b"")
             return
         turn_request = TurnRequest(rid, job.session_id, req.message, req.max_tokens,
-                                   req.temperature, req.top_p, req.system_prompt, req.recall)
+                                   req.temperature, req.top_p, req.system_prompt, req.recall,
+                                   resume=req.session_id is not None)
         callbacks = TurnCallbacks(
             on_start=lambda index: out.send(job.ident, rid, ChatStarted(
                 request_id=rid, session_id=job.session_id, turn_index=index, adapter_id=engine.adapter_id)),

@@ -109,7 +109,7 @@ class EventConsumer:
                 self._handle(stored)
                 handled += 1
                 self.position = stored.seq or self.position
-            full_page = len(batch.events) >= limit
+            full_page = len(batch.events) >= limit or batch.truncated
             if not full_page and batch.head_seq > self.position:
                 # Nothing more of our types up to the head: skip over the rest.
                 self.position = batch.head_seq

@@ -132,8 +132,11 @@ class EventlogCore:
                 if after < 0 or limit < 1:
                     return ErrorReply(code="bad_request", request_id=rid,
                                       message="replay needs after_seq >= 0 and limit >= 1")
-                events, head = self.store.replay(after, min(limit, MAX_REPLAY_LIMIT), types)
-                return ReplayBatch(request_id=rid, events=events, head_seq=head)
+                page = min(limit, MAX_REPLAY_LIMIT)
+                events, head = self.store.replay(after, page, types)
+                truncated = len(events) < page and bool(events) and (events[-1].seq or 0) < head and \
+                    self.store.replay(events[-1].seq or 0, 1, types)[0] != []
+                return ReplayBatch(request_id=rid, events=events, head_seq=head, truncated=truncated)
             case GetStats(request_id=rid):
                 s = store_mod.stats(self.store._conn, self.store.db_path)
                 return LogStats(request_id=rid, appends_total=self.counters.appends_total,

@@ -76,6 +76,8 @@ BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
 ERASABLE_TYPES = ("chat.turn_completed",)
 
 GENESIS_HASH = "0" * 64
+# A replay page stops short of this many bytes, well under the 4 MiB frame limit.
+MAX_REPLAY_BYTES = 2 * 1024 * 1024
 
 
 class StoreError(Exception):
@@ -254,11 +256,14 @@ def replay(conn: sqlite3.Connection, after_seq: int, limit: int,
         head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
     finally:
         conn.execute("COMMIT")
-    events = [
-        StoredEnvelope(msg_id=r[1], ts=r[2], source=r[3], parent_id=r[4], v=r[5],
-                       body=msgspec.Raw(r[6]), seq=r[0])
-        for r in rows
-    ]
+    events = []
+    size = 0
+    for r in rows:
+        size += len(r[6]) + 128
+        if events and size > MAX_REPLAY_BYTES:
+            break  # the caller sees fewer events than it asked for, and asks again
+        events.append(StoredEnvelope(msg_id=r[1], ts=r[2], source=r[3], parent_id=r[4], v=r[5],
+                                     body=msgspec.Raw(r[6]), seq=r[0]))
     return events, head
 
 
