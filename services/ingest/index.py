@@ -67,6 +67,7 @@ CREATE INDEX IF NOT EXISTS memories_sha ON memories(text_sha256) WHERE forgotten
 CREATE INDEX IF NOT EXISTS memories_seq ON memories(seq, chunk);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+EXACT_SEARCH_MAX = 20_000
 _COLUMNS = "memory_id, seq, chunk, session_id, ts, route, tags, text, text_sha256, forgotten"
 
 
@@ -244,7 +245,12 @@ class MemoryIndex:
         with self._lock:
             if k < 1 or len(self._ix) == 0:
                 return []
-            matches = self._ix.search(query, min(k, len(self._ix)), threads=1)
+            # Below EXACT_SEARCH_MAX memories a brute-force search costs about a
+            # millisecond and is exact: the live index and one rebuilt from the
+            # log then give identical answers (HNSW's approximate graph depends
+            # on insertion order, and a rebuild inserts in another order).
+            matches = self._ix.search(query, min(k, len(self._ix)), threads=1,
+                                      exact=len(self._ix) <= EXACT_SEARCH_MAX)
             keys = [int(key) for key in matches.keys]
             scores = {key: 1.0 - float(d) for key, d in zip(keys, matches.distances, strict=True)}
             records = self._records_by_key(keys)
