@@ -8,8 +8,8 @@ from protocol.chat_api import ChatReply
 from protocol.envelope import new_id
 from protocol.eventlog_api import EventlogReply
 from protocol.ingest_api import IngestReply
-from protocol.trainer_api import EvaluatorReply, TrainerReply
 from protocol.service_api import Ping, Pong
+from protocol.trainer_api import EvaluatorReply, TrainerReply
 from services.common.paths import Paths
 from services.common.rpc import RemoteError, RpcClient, ServiceUnavailable
 
