@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from protocol.envelope import Envelope, new_envelope
-from protocol.events import ChatTurnCompleted, MemoryFailed, MemoryForgotten, MemorySkipped, MemoryStored
+from protocol.events import (
+    ChatTurnCompleted,
+    MemoryFailed,
+    MemoryForgotten,
+    MemorySkipped,
+    MemoryStored,
+)
 from protocol.ingest_api import Forget
 
 pytestmark = pytest.mark.model

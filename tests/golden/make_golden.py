@@ -26,18 +26,18 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from protocol.codec import encode  # noqa: E402
 from protocol.envelope import Envelope  # noqa: E402
 from protocol.events import (  # noqa: E402
+    AdapterPromoted,
+    AdapterRejected,
     AdapterReloaded,
+    AdapterRolledBack,
     ChatTurnCompleted,
+    EvaluationCompleted,
     InboxImported,
     InboxRejected,
     MemoryFailed,
     MemoryForgotten,
     MemorySkipped,
     MemoryStored,
-    AdapterPromoted,
-    AdapterRejected,
-    AdapterRolledBack,
-    EvaluationCompleted,
     ServiceFailed,
     ServiceStarted,
     TrainingFailed,
