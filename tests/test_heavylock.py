@@ -38,10 +38,18 @@ HOLDER = textwrap.dedent("""
         child = subprocess.Popen(["sleep", "60"], close_fds=False)
         print("child", child.pid, flush=True)
     elif mode == "fork-child":
+        # The child says when fork() has returned in it: the after-fork hooks
+        # (which drop the lock) have run by then, on a loaded machine too.
+        r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(r)
+            os.write(w, b"x")
+            os.close(w)
             time.sleep(60)
             os._exit(0)
+        os.close(w)
+        os.read(r, 1)
         print("child", pid, flush=True)
     print("locked", os.getpid(), flush=True)
     time.sleep(120)
