@@ -35,7 +35,7 @@ from protocol.envelope import Envelope, new_envelope, new_id
 from protocol.events import AdapterReloaded, ChatTurnCompleted, ServiceStarted
 from protocol.service_api import ErrorReply, Ping
 from services.common.config import Config
-from services.common.daemon import VERSION, InstanceLock, Readiness, ShutdownFlag
+from services.common.daemon import VERSION, Readiness, ShutdownFlag, serve_daemon
 from services.common.eventlog_client import EventlogClient
 from services.common.logging import get_logger
 from services.common.paths import Paths, models_dir
@@ -445,17 +445,7 @@ def run(paths: Paths, config: Config) -> int:
     from services.common.blas import preload_openblas
 
     preload_openblas()  # before anything in this process imports mlx
-    stop = ShutdownFlag().install()
-    paths.ensure()
-    lock = InstanceLock(paths, "chat").acquire()
-    server = ChatServer(paths, config)
-    try:
-        server.serve(stop)
-    finally:
-        server.close()
-        lock.release()
-    log.info("chat.stopped")
-    return 0
+    return serve_daemon("chat", paths, lambda: ChatServer(paths, config))
 
 
 def main(argv: list[str] | None = None) -> int:

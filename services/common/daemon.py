@@ -87,3 +87,27 @@ class Readiness:
         return Pong(request_id=request_id, service=self.service, pid=os.getpid(),
                     ready=self.ready, started_at=self.started_at, version=VERSION,
                     details=dict(self.details))
+
+
+def serve_daemon(service: str, paths: Paths, make_server, *, before_serve=None) -> int:  # noqa: ANN001
+    """The shared lifecycle of every daemon: signals, one instance, serve, clean close.
+
+    ``make_server()`` builds the process shell (binding its sockets);
+    ``before_serve(server)`` runs once first (announcing, loading); the
+    server's ``serve(stop)`` returns after SIGTERM and the exit code is 0.
+    """
+    from services.common.logging import get_logger
+
+    stop = ShutdownFlag().install()
+    paths.ensure()
+    lock = InstanceLock(paths, service).acquire()
+    server = make_server()
+    try:
+        if before_serve is not None:
+            before_serve(server)
+        server.serve(stop)
+    finally:
+        server.close()
+        lock.release()
+    get_logger(service).info(f"{service}.stopped")
+    return 0

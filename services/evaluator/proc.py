@@ -26,7 +26,7 @@ from protocol.events import EvaluationCompleted, ServiceStarted
 from protocol.service_api import ErrorReply, Ping
 from protocol.trainer_api import Evaluate, EvaluationResult, EvaluatorRequest
 from services.common.config import Config
-from services.common.daemon import VERSION, InstanceLock, Readiness, ShutdownFlag
+from services.common.daemon import VERSION, Readiness, ShutdownFlag, serve_daemon
 from services.common.eventlog_client import EventlogClient
 from services.common.logging import get_logger
 from services.common.paths import Paths
@@ -201,17 +201,7 @@ def run(paths: Paths, config: Config) -> int:
     from services.common.blas import preload_openblas
 
     preload_openblas()
-    stop = ShutdownFlag().install()
-    paths.ensure()
-    lock = InstanceLock(paths, "evaluator").acquire()
-    server = EvaluatorServer(paths, config)
-    try:
-        server.serve(stop)
-    finally:
-        server.close()
-        lock.release()
-    log.info("evaluator.stopped")
-    return 0
+    return serve_daemon("evaluator", paths, lambda: EvaluatorServer(paths, config))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from protocol.eventlog_api import Append
 from protocol.events import ServiceStarted
 from protocol.service_api import ErrorReply
 from services.common.config import Config
-from services.common.daemon import VERSION, InstanceLock, Readiness, ShutdownFlag
+from services.common.daemon import VERSION, Readiness, ShutdownFlag, serve_daemon
 from services.common.logging import get_logger
 from services.common.paths import Paths
 from services.common.zmqio import bind_pub, bind_pull, bind_router
@@ -171,18 +171,7 @@ class EventlogServer:
 
 
 def run(paths: Paths, config: Config) -> int:
-    stop = ShutdownFlag().install()
-    paths.ensure()
-    lock = InstanceLock(paths, "eventlog").acquire()
-    server = EventlogServer(paths, config)
-    try:
-        server.announce_start()
-        server.serve(stop)
-    finally:
-        server.close()
-        lock.release()
-    log.info("eventlog.stopped")
-    return 0
+    return serve_daemon("eventlog", paths, lambda: EventlogServer(paths, config), before_serve=lambda server: server.announce_start())
 
 
 def main(argv: list[str] | None = None) -> int:

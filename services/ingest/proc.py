@@ -38,7 +38,7 @@ from protocol.ingest_api import (
 )
 from protocol.service_api import ErrorReply, Ping
 from services.common.config import Config
-from services.common.daemon import VERSION, InstanceLock, Readiness, ShutdownFlag
+from services.common.daemon import VERSION, Readiness, ShutdownFlag, serve_daemon
 from services.common.eventlog_client import EventlogClient
 from services.common.logging import get_logger
 from services.common.paths import Paths
@@ -280,18 +280,7 @@ def run(paths: Paths, config: Config) -> int:
     from services.common.blas import preload_openblas
 
     preload_openblas()  # before the embedder imports mlx
-    stop = ShutdownFlag().install()
-    paths.ensure()
-    lock = InstanceLock(paths, "ingest").acquire()
-    server = IngestServer(paths, config)
-    try:
-        server.start()
-        server.serve(stop)
-    finally:
-        server.close()
-        lock.release()
-    log.info("ingest.stopped")
-    return 0
+    return serve_daemon("ingest", paths, lambda: IngestServer(paths, config), before_serve=lambda server: server.start())
 
 
 def main(argv: list[str] | None = None) -> int:

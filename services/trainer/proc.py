@@ -36,7 +36,7 @@ from protocol.trainer_api import (
     TrainerStatus,
 )
 from services.common.config import Config
-from services.common.daemon import VERSION, InstanceLock, Readiness, ShutdownFlag
+from services.common.daemon import VERSION, Readiness, ShutdownFlag, serve_daemon
 from services.common.eventlog_client import EventlogClient
 from services.common.logging import get_logger
 from services.common.paths import Paths
@@ -266,17 +266,7 @@ class TrainerServer:
 
 
 def run(paths: Paths, config: Config) -> int:
-    stop = ShutdownFlag().install()
-    paths.ensure()
-    lock = InstanceLock(paths, "trainer").acquire()
-    server = TrainerServer(paths, config)
-    try:
-        server.serve(stop)
-    finally:
-        server.close()
-        lock.release()
-    log.info("trainer.stopped")
-    return 0
+    return serve_daemon("trainer", paths, lambda: TrainerServer(paths, config))
 
 
 def main(argv: list[str] | None = None) -> int:
