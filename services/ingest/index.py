@@ -315,6 +315,10 @@ class MemoryIndex:
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
+                # Fold the WAL into the database and empty it before closing,
+                # so a stopped ingest leaves no page images (possibly holding
+                # since-forgotten text) in memories.db-wal.
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._db.close()
                 self._db = None  # type: ignore[assignment]
 

@@ -273,6 +273,10 @@ class IngestServer:
         self.router.close()
         if self.consumer is not None:
             self.consumer.close()
+        if self.core is not None:
+            # Explicitly, not at interpreter exit: closing checkpoints the WAL
+            # into memories.db so no stale page images stay behind on disk.
+            self.core.index.close()
         self.log_client.close()
 
 

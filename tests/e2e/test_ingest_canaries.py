@@ -312,11 +312,16 @@ def test_no_canary_or_private_text_on_disk(instance: Instance, canaries_in: dict
 
     # Stop ingest cleanly: the WAL is checkpointed into memories.db, vectors.usearch saved.
     instance.supervisor.stop_process("ingest")
-    assert not (memory_dir / "memories.db-wal").exists() or (memory_dir / "memories.db-wal").stat().st_size == 0
-    assert (memory_dir / "vectors.usearch").exists()
-    hits = _scan(_ingest_files(instance), needles) + _scan(_files(memory_dir), private)
-    instance.supervisor.start_process("ingest")
-    instance.wait_ready("ingest", timeout_s=60)
+    try:
+        wal = memory_dir / "memories.db-wal"
+        assert not wal.exists() or wal.stat().st_size == 0
+        assert (memory_dir / "vectors.usearch").exists()
+        hits = _scan(_ingest_files(instance), needles) + _scan(_files(memory_dir), private)
+    finally:
+        # The instance is shared by the module's later tests: restart ingest
+        # even when an assertion above fails, so one failure stays one.
+        instance.supervisor.start_process("ingest")
+        instance.wait_ready("ingest", timeout_s=60)
     assert not hits, f"found after a checkpoint: {hits[:10]}"
 
 
