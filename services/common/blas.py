@@ -47,6 +47,9 @@ def preload_openblas() -> BlasInfo:
     """Load OpenBLAS globally before MLX is imported; return what MLX will use."""
     global _result
     if _result is None:
+        from services.common.mlxjit import isolate_jit_cache
+
+        isolate_jit_cache()
         _result = _decide()
     return _result
 

@@ -69,11 +69,18 @@ class TrainerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     min_new_memories: int = 5
     # Also sleep after the user has been idle this long (0: off).
     idle_minutes: int = 0
-    # Training defaults tuned for fact learning on small models (DESIGN.md:
-    # rank 8 on all layers, lr 1e-4, ~300 single-example steps).
-    steps: int = 300
+    # Training defaults tuned for fact learning on small models by the memory
+    # benchmark's sweep (README "Does it remember?").
+    # Optimizer steps; 0 = ``epochs`` passes over the night's dataset, at most
+    # ``max_steps`` (a fixed count over- or under-teaches as nights vary).
+    steps: int = 0
+    epochs: float = 2.0
+    max_steps: int = 2000
     rank: int = 8
     learning_rate: float = 1e-4
+    # mlx-lm's LoRA scale (PEFT's alpha/rank): the update is scale * x @ A @ B.
+    lora_scale: float = 20.0
+    batch_size: int = 1
     num_layers: int = -1
     max_seq_len: int = 256
     phrasings_per_fact: int = 5

@@ -61,7 +61,10 @@ class Paths:
         if len(os.fsencode(longest)) <= MAX_SOCKET_PATH_BYTES:
             return preferred
         digest = hashlib.sha256(os.fsencode(self.home)).hexdigest()[:12]
-        return Path(tempfile.gettempdir()) / f"circadian-{os.getuid()}-{digest}"
+        # /tmp itself, not $TMPDIR: every process must agree on this path, and
+        # a process's TMPDIR may be private (services.common.mlxjit).
+        base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+        return Path(base) / f"circadian-{os.getuid()}-{digest}"
 
     def endpoint(self, name: str) -> str:
         """The ipc:// endpoint of socket ``name`` (e.g. ``chat.ctl``)."""

@@ -39,7 +39,7 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -347,16 +347,19 @@ class AdapterStore:
                 self._write_history(history)
             return doomed
 
-    def cleanup_staging(self) -> list[str]:
+    def cleanup_staging(self, keep: Collection[str] = ()) -> list[str]:
         """Remove what interrupted writes left: staging dirs, temp symlinks, temp files.
 
         Call it when no adapter is being written (the trainer does, holding
-        the heavy-run lock, before a sleep). Returns what was removed.
+        the heavy-run lock, before a sleep). ``keep``: staging dirs to leave
+        (an interrupted run the caller may resume). Returns what was removed.
         """
         removed: list[str] = []
         with self._writer():
             if self.staging_root.is_dir():
                 for entry in self.staging_root.iterdir():
+                    if entry.name in keep:
+                        continue
                     _remove_path(entry)
                     removed.append(f"{STAGING}/{entry.name}")
             if self.root.is_dir():

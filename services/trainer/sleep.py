@@ -9,6 +9,7 @@ asked (it takes the lock itself): the two never overlap.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from protocol.trainer_api import Evaluate
 from services.common.config import Config
 from services.common.logging import get_logger
 from services.common.paths import Paths
+from services.trainer.facts import stable_seed
 
 log = get_logger("trainer.sleep")
 
@@ -77,7 +79,8 @@ class Sleep:
         self.emit = emit
         self.evaluate = evaluate
         self.should_stop = should_stop
-        self.steps = steps or config.trainer.steps
+        # None until the dataset is built when steps come from epochs (config steps = 0).
+        self.steps = steps or config.trainer.steps or None
         self.store = AdapterStore(paths.adapters)
 
     def run(self) -> str:
@@ -106,12 +109,44 @@ class Sleep:
             raise SleepFailed("lock", f"the heavy-run lock is held by {holder.get('holder', 'another process')}; "
                                       "try again when it is done")
         try:
-            self.store.cleanup_staging()
-            dataset, manifest = self._build_dataset()
+            interrupted = self._interrupted_runs()
+            self.store.cleanup_staging(keep=interrupted.values())
+            try:
+                dataset, manifest = self._build_dataset()
+                self._adopt_checkpoints(interrupted)
+            finally:
+                self.store.cleanup_staging(keep=[self.state.adapter_id])
             self._train(manifest)
         finally:
             lock.release()
         return self._judge(dataset)
+
+    def _interrupted_runs(self) -> dict[str, str]:
+        """Staging dirs a killed sleep left with checkpoints: sha256(train.jsonl) -> dir name."""
+        import hashlib
+
+        found = {}
+        root = self.store.staging_root
+        for entry in sorted(root.iterdir()) if root.is_dir() else ():
+            train = entry / "dataset" / "train.jsonl"
+            if (entry / "checkpoints").is_dir() and train.is_file():
+                found[hashlib.sha256(train.read_bytes()).hexdigest()] = entry.name
+        return found
+
+    def _adopt_checkpoints(self, interrupted: dict[str, str]) -> None:
+        """Resume a killed night: the same dataset again gets the old run's checkpoints.
+
+        The worker itself only resumes from a checkpoint whose key (training
+        parameters and data fingerprint) matches, so anything else starts afresh.
+        """
+        import hashlib
+
+        staging = self.store.staging_root / self.state.adapter_id
+        digest = hashlib.sha256((staging / "dataset" / "train.jsonl").read_bytes()).hexdigest()
+        old = interrupted.get(digest)
+        if old and old != self.state.adapter_id and not (staging / "checkpoints").exists():
+            os.rename(self.store.staging_root / old / "checkpoints", staging / "checkpoints")
+            log.info("trainer.resuming", from_adapter=old, adapter_id=self.state.adapter_id)
 
     def _previous_max_seq(self) -> int:
         current = self.store.current()
@@ -128,7 +163,10 @@ class Sleep:
                 pool += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         share = self.config.trainer.replay_share
         want = int(round(new_examples * share / max(1e-9, 1 - share))) if pool else 0
-        return random.Random(self.state.sleep_id).sample(pool, min(want, len(pool)))
+        # Seeded by what the night is made of, not by the sleep: the same
+        # memories give the same dataset, so a killed night can be resumed.
+        seed = stable_seed("replay", self._previous_max_seq(), new_examples, len(pool))
+        return random.Random(seed).sample(pool, min(want, len(pool)))
 
     def _known_facts(self) -> list:
         """Facts earlier adapters taught: false-recall items must not ask about them."""
@@ -144,6 +182,7 @@ class Sleep:
     def _build_dataset(self) -> tuple[Any, dict]:
         from services.trainer.dataset import build_dataset, save_dataset
         from services.trainer.memories import forgotten_ids, trainable_memories
+        from services.trainer.steps import steps_for
 
         since = self._previous_max_seq()
         memories = trainable_memories(self.paths.memory, after_seq=since)
@@ -165,6 +204,10 @@ class Sleep:
         manifest["max_seq"] = max(m.seq for m in memories)
         manifest["since_seq"] = since
         counts = {k: int(v) for k, v in manifest.get("counts", {}).items()}
+        if self.steps is None:
+            t = self.config.trainer
+            self.steps = steps_for(len(dataset.examples), epochs=t.epochs, batch_size=t.batch_size,
+                                   max_steps=t.max_steps)
         self.state.state, self.state.steps = "training", self.steps
         self.emit(TrainingStarted(sleep_id=self.state.sleep_id, adapter_id=self.state.adapter_id,
                                   trigger=self.state.trigger, counts=counts,
@@ -175,8 +218,8 @@ class Sleep:
         from services.trainer.params import TrainParams
 
         t = self.config.trainer
-        return TrainParams(rank=t.rank, lr=t.learning_rate, num_layers=t.num_layers, steps=self.steps,
-                           max_seq_len=t.max_seq_len)
+        return TrainParams(rank=t.rank, lr=t.learning_rate, scale=t.lora_scale, batch_size=t.batch_size,
+                           num_layers=t.num_layers, steps=self.steps, max_seq_len=t.max_seq_len)
 
     def _train(self, manifest: dict) -> None:
         from services.chat.proc import resolve_model_dir
