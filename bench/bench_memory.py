@@ -112,7 +112,8 @@ class MemoryBench:
         t = self.config.trainer
         self.epochs = args.epochs or t.epochs
         self.base_params = TrainParams(rank=t.rank, lr=t.learning_rate, scale=t.lora_scale,
-                                       batch_size=t.batch_size, num_layers=t.num_layers, max_seq_len=t.max_seq_len)
+                                       batch_size=t.batch_size, num_layers=t.num_layers, max_seq_len=t.max_seq_len,
+                              anchor_share=t.anchor_share)
         self.recipes = {name: recipe for name, recipe in trained_conditions().items() if name in args.conditions}
         self.chains: dict[str, list[dict]] = {name: [] for name in self.recipes}  # replay pools
         self.probes_by_night: list[list[Any]] = []

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.common.paths import anchor_cache_dir
 from services.ingest.index import MemoryRecord
 from services.trainer.dataset import NightDataset, build_dataset, save_dataset
 from services.trainer.identity import chat_example, identity_examples, valid_examples
 from services.trainer.params import TrainParams
 from services.trainer.runner import run_worker
-from services.trainer.steps import steps_for
+from services.trainer.steps import items_with_anchors, steps_for
 from services.trainer.worker import SUMMARY_FILE
 
 
@@ -92,10 +93,12 @@ def train_condition(condition: Condition, memories: Sequence[MemoryRecord], out_
         overrides.setdefault("mask_prompt", False)  # raw text: learn the user's own words
     epochs = float(overrides.pop("epochs", epochs))
     params = replace_params(base_params, **overrides)
-    steps = steps_for(len(dataset.examples), epochs=epochs, batch_size=params.batch_size, max_steps=max_steps)
+    steps = steps_for(items_with_anchors(len(dataset.examples), params.anchor_share), epochs=epochs,
+                      batch_size=params.batch_size, max_steps=max_steps)
     params = replace_params(params, steps=steps)
     started = time.monotonic()
-    result = run_worker(model_dir, out_dir / "dataset", out_dir, params, on_progress=on_progress, resume=False)
+    result = run_worker(model_dir, out_dir / "dataset", out_dir, params, on_progress=on_progress, resume=False,
+                        anchor_cache=anchor_cache_dir())
     summary = _summary(out_dir)
     return NightResult(adapter_dir=out_dir if result.ok else None, counts=dict(dataset.manifest.get("counts", {})),
                        steps=steps, train_s=round(time.monotonic() - started, 1),

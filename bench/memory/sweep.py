@@ -80,13 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     measurer = Measurer(model, tokenizer, config.chat.system_prompt)
     false = false_items({p.fact().key for p in probes}, seed=args.seed)
     t = config.trainer
-    base = TrainParams(rank=t.rank, lr=t.learning_rate, num_layers=t.num_layers, max_seq_len=t.max_seq_len)
+    base = TrainParams(rank=t.rank, lr=t.learning_rate, scale=t.lora_scale, batch_size=t.batch_size,
+                       num_layers=t.num_layers, max_seq_len=t.max_seq_len, anchor_share=t.anchor_share)
     print(json.dumps({"setting": "base", **measurer.run(None, night=probes, earlier=[], updated=[], false=false,
                                                          fixed=not args.no_fixed)}), flush=True)
     for setting in parse_grid(args.grid):
         overrides = dict(setting)
         phrasings = int(overrides.pop("phrasings", t.phrasings_per_fact))
-        epochs = float(overrides.pop("epochs", 2.0))
+        epochs = float(overrides.pop("epochs", t.epochs))
         with tempfile.TemporaryDirectory(prefix="sweep-") as tmp:
             result = train_condition(Condition(name="sweep", params=overrides), memories, Path(tmp), model_dir=model_dir,
                                      base_params=base, turns={}, system_prompt=config.chat.system_prompt,

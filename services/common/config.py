@@ -82,6 +82,9 @@ class TrainerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     lora_scale: float = 20.0
     batch_size: int = 1
     num_layers: int = -1
+    # Share of training items that are the base model's own replies to general
+    # prompts (services.trainer.anchors): holds general ability in place.
+    anchor_share: float = 0.0
     max_seq_len: int = 256
     phrasings_per_fact: int = 5
     # Share of earlier nights' examples mixed in to keep them.

@@ -97,3 +97,8 @@ def current_paths() -> Paths:
 def models_dir() -> Path:
     raw = os.environ.get("CIRCADIAN_MODELS")
     return Path(raw).expanduser().resolve() if raw else REPO_ROOT / "models"
+
+
+def anchor_cache_dir() -> Path:
+    """Where the base models' anchor replies are cached (services.trainer.anchors); beside the models."""
+    return models_dir() / ".cache" / "anchors"

@@ -37,12 +37,29 @@ from typing import Any
 
 import msgspec
 import numpy as np
-from usearch.index import Index, MetricKind
 
 from services.common.atomic import fsync_dir
 
 DB_NAME = "memories.db"
 VECTORS_NAME = "vectors.usearch"
+
+
+def _usearch() -> tuple[Any, Any]:
+    """usearch's Index and MetricKind, loaded only after MLX.
+
+    usearch's extension carries its own C++ runtime symbols; loaded first, it
+    breaks MLX's CPU kernel compiler in the same process (every fused kernel
+    source comes out truncated: "Failed to compile function"), which cost
+    ingest its fused GELU and crashed the memory benchmark. MLX first, then
+    usearch, is safe (tests/test_memory_index.py checks it in a fresh process).
+    """
+    from services.common.blas import preload_openblas
+
+    preload_openblas()
+    import mlx.core  # noqa: F401  (the load order is the point)
+    from usearch.index import Index, MetricKind
+
+    return Index, MetricKind
 _SCRUB_BASE_KEY = 1 << 62  # placeholder keys, never handed out to memories
 _META_PREFIX = "index."  # reserved meta keys; callers use their own (e.g. cursor_seq)
 _HASH_CHUNK = 1 << 20
@@ -340,11 +357,12 @@ class MemoryIndex:
             self.rebuild()
             return "rebuilt", f"{VECTORS_NAME} does not match the checksum recorded when it was saved"
         try:
+            Index, _ = _usearch()
             index = Index.restore(str(self.vectors_path))
             problem = "not a usearch index" if index is None else ""
         except Exception as exc:  # any unreadable file is rebuilt
             index, problem = None, f"{type(exc).__name__}: {exc}"
-        if index is not None and (index.ndim != self.dim or index.metric_kind != MetricKind.Cos):
+        if index is not None and (index.ndim != self.dim or index.metric_kind != _usearch()[1].Cos):
             problem = f"{index.ndim} dimensions, {index.metric_kind}; expected {self.dim}, cosine"
         if problem:
             self.rebuild()
@@ -393,7 +411,8 @@ class MemoryIndex:
         if not reused:
             self.rebuild()
 
-    def _fresh_index(self) -> Index:
+    def _fresh_index(self) -> Any:
+        Index, _ = _usearch()
         return Index(ndim=self.dim, metric="cos", dtype="f32")
 
     def _live_vectors(self, keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

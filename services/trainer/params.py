@@ -55,6 +55,9 @@ class TrainParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     compute: str = "auto"
     # Recompute activations in the backward pass: less memory, ~30% slower.
     grad_checkpoint: bool = False
+    # Share of the training items that are self-distilled anchors (the base
+    # model's own replies to general prompts, services.trainer.anchors); 0: none.
+    anchor_share: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -74,6 +77,8 @@ class TrainParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             problems.append("max_seq_len must be >= 8")
         if self.steps_per_report < 1 or self.steps_per_checkpoint < 1:
             problems.append("steps_per_report and steps_per_checkpoint must be >= 1")
+        if not 0.0 <= self.anchor_share <= 0.9:
+            problems.append("anchor_share must be in [0, 0.9]")
         if self.compute not in COMPUTE_CHOICES:
             problems.append(f"compute must be one of {', '.join(COMPUTE_CHOICES)}")
         if problems:
@@ -88,7 +93,7 @@ class TrainParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         resumable under the same ones; ``steps`` may grow, reporting may change)."""
         return {k: getattr(self, k) for k in (
             "rank", "scale", "dropout", "num_layers", "lr", "batch_size",
-            "max_seq_len", "mask_prompt", "seed")}
+            "max_seq_len", "mask_prompt", "seed", "anchor_share")}
 
     def to_json(self) -> str:
         return msgspec.json.encode(self).decode()

@@ -83,9 +83,11 @@ class WorkerResult(msgspec.Struct, kw_only=True):
 
 
 def worker_command(model_dir: Path, data_dir: Path, out_dir: Path, params: TrainParams, *,
-                   resume: bool, parent_fd: int | None = None) -> list[str]:
+                   resume: bool, parent_fd: int | None = None, anchor_cache: Path | None = None) -> list[str]:
     command = [sys.executable, "-m", "services.trainer.worker", "--model", str(model_dir),
                "--data", str(data_dir), "--out", str(out_dir), "--params", params.to_json()]
+    if anchor_cache is not None:
+        command += ["--anchor-cache", str(anchor_cache)]
     if resume:
         command.append("--resume")
     if parent_fd is not None:
@@ -97,7 +99,8 @@ def run_worker(model_dir: Path, data_dir: Path, out_dir: Path, params: TrainPara
                on_progress: Callable[[dict[str, Any]], None] | None = None,
                should_stop: Callable[[], bool] | None = None, *, resume: bool = True,
                env: dict[str, str] | None = None, on_line: Callable[[dict[str, Any]], None] | None = None,
-               on_log: Callable[[str], None] | None = None, stop_grace_s: float = STOP_GRACE_S) -> WorkerResult:
+               on_log: Callable[[str], None] | None = None, stop_grace_s: float = STOP_GRACE_S,
+               anchor_cache: Path | None = None) -> WorkerResult:
     """Train in a worker process; returns when it has ended (and been reaped).
 
     ``on_progress`` gets each ``progress`` line (step, steps, loss,
@@ -111,7 +114,7 @@ def run_worker(model_dir: Path, data_dir: Path, out_dir: Path, params: TrainPara
     try:
         proc = subprocess.Popen(
             worker_command(Path(model_dir), Path(data_dir), Path(out_dir), params, resume=resume,
-                           parent_fd=read_fd),
+                           parent_fd=read_fd, anchor_cache=anchor_cache),
             cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(read_fd,))
     except BaseException:

@@ -30,7 +30,7 @@ from protocol.events import (
 from protocol.trainer_api import Evaluate
 from services.common.config import Config
 from services.common.logging import get_logger
-from services.common.paths import Paths
+from services.common.paths import Paths, anchor_cache_dir
 from services.trainer.facts import stable_seed
 
 log = get_logger("trainer.sleep")
@@ -182,7 +182,7 @@ class Sleep:
     def _build_dataset(self) -> tuple[Any, dict]:
         from services.trainer.dataset import build_dataset, save_dataset
         from services.trainer.memories import forgotten_ids, trainable_memories
-        from services.trainer.steps import steps_for
+        from services.trainer.steps import items_with_anchors, steps_for
 
         since = self._previous_max_seq()
         memories = trainable_memories(self.paths.memory, after_seq=since)
@@ -206,8 +206,8 @@ class Sleep:
         counts = {k: int(v) for k, v in manifest.get("counts", {}).items()}
         if self.steps is None:
             t = self.config.trainer
-            self.steps = steps_for(len(dataset.examples), epochs=t.epochs, batch_size=t.batch_size,
-                                   max_steps=t.max_steps)
+            self.steps = steps_for(items_with_anchors(len(dataset.examples), t.anchor_share), epochs=t.epochs,
+                                   batch_size=t.batch_size, max_steps=t.max_steps)
         self.state.state, self.state.steps = "training", self.steps
         self.emit(TrainingStarted(sleep_id=self.state.sleep_id, adapter_id=self.state.adapter_id,
                                   trigger=self.state.trigger, counts=counts,
@@ -219,7 +219,8 @@ class Sleep:
 
         t = self.config.trainer
         return TrainParams(rank=t.rank, lr=t.learning_rate, scale=t.lora_scale, batch_size=t.batch_size,
-                           num_layers=t.num_layers, steps=self.steps, max_seq_len=t.max_seq_len)
+                           num_layers=t.num_layers, steps=self.steps, max_seq_len=t.max_seq_len,
+                           anchor_share=t.anchor_share)
 
     def _train(self, manifest: dict) -> None:
         from services.chat.proc import resolve_model_dir
@@ -241,7 +242,7 @@ class Sleep:
 
         params = self._params()
         result = run_worker(resolve_model_dir(self.config.chat.model), staging / "dataset", staging, params,
-                            on_progress=on_progress, should_stop=self.should_stop)
+                            on_progress=on_progress, should_stop=self.should_stop, anchor_cache=anchor_cache_dir())
         if not result.ok:
             raise SleepFailed("memory" if result.exit_code == 3 else "train", result.error or "training failed")
         manifest_out = {"dataset": manifest, "train": _builtins(params), "sleep_id": self.state.sleep_id,

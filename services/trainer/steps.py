@@ -16,3 +16,8 @@ def steps_for(examples: int, *, epochs: float, batch_size: int = 1, max_steps: i
         raise ValueError("examples >= 0, epochs > 0 and batch_size >= 1 are required")
     wanted = math.ceil(examples * epochs / batch_size)
     return max(min_steps, min(max_steps, wanted))
+
+
+def items_with_anchors(examples: int, anchor_share: float) -> int:
+    """How many items the worker trains on: the dataset plus its anchors (services.trainer.anchors)."""
+    return examples + (int(round(examples * anchor_share / (1 - anchor_share))) if anchor_share > 0 else 0)

@@ -456,6 +456,7 @@ class Trainer:
         self.data_dir = Path(args.data)
         self.out_dir = Path(args.out)
         self.resume = args.resume
+        self.anchor_cache = Path(args.anchor_cache) if getattr(args, "anchor_cache", None) else None
         self.params = params
         self.emit = emit
         self.stop_requested = stop_requested
@@ -479,6 +480,7 @@ class Trainer:
         if p.num_layers > n_layers:
             raise InputError(f"num_layers {p.num_layers} > the model's {n_layers} layers")
         self.n_lora_layers = n_layers if p.num_layers == -1 else p.num_layers
+        examples = examples + self._anchors(examples)  # from the bare model: before LoRA goes on
         mx.random.seed(p.seed)  # LoRA's A matrices are drawn here
         linear_to_lora_layers(self.model, self.n_lora_layers, p.lora_parameters())
         if p.grad_checkpoint:
@@ -494,6 +496,22 @@ class Trainer:
         self.optimizer = optim.Adam(learning_rate=p.lr)
         self.key = {**p.trajectory_key(), "data_sha256": data_fingerprint(self.data_dir),
                     "model": self.model_dir.name, "lora_layers": self.n_lora_layers}
+
+    def _anchors(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Self-distilled anchors for ``anchor_share`` of the items (services.trainer.anchors)."""
+        from services.trainer.anchors import anchor_examples, base_replies
+
+        share = self.params.anchor_share
+        if share <= 0:
+            return []
+        first = examples[0]["messages"][0]
+        system = first["content"] if first["role"] == "system" else ""
+        started = time.monotonic()
+        pairs = base_replies(self.model, self.tokenizer, model_id=self.model_dir.name, system_prompt=system,
+                             cache_dir=self.anchor_cache)
+        count = int(round(len(examples) * share / (1 - share)))
+        self.emit("anchors", count=count, prompts=len(pairs), seconds=round(time.monotonic() - started, 1))
+        return anchor_examples(pairs, system_prompt=system, count=count)
 
     def _tokenize(self, dataset: Any) -> tuple[list[tuple[list[int], int]], int]:
         """(tokens, offset of the first trained token) per example; drop those with nothing to train."""
@@ -701,6 +719,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output directory (adapter, summary, checkpoints)")
     parser.add_argument("--resume", action="store_true", help="continue from the last matching checkpoint")
     parser.add_argument("--params", default="{}", help="TrainParams as JSON (missing fields: defaults)")
+    parser.add_argument("--anchor-cache", default=None,
+                        help="directory caching the base model's anchor replies (default: no cache)")
     parser.add_argument("--parent-fd", type=int, default=None, help="read end of the parent's death pipe")
     parser.add_argument("--parent-pid", type=int, default=None, help="the parent's pid (race check)")
     return parser
