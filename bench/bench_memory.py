@@ -203,7 +203,8 @@ class MemoryBench:
         out = {"default": self.measure(
             n, "default", adapter, True, scope, verdict=summary.get("verdict"), counts=summary.get("counts"),
             sleep_s=round(time.monotonic() - started, 1), adapter_id=summary.get("adapter_id"),
-            steps=summary.get("train", {}).get("steps"), reasons=summary.get("reasons", [])[:4],
+            steps=summary.get("train", {}).get("steps"), stages_s=summary.get("stages_s"),
+            reasons=summary.get("reasons", [])[:4],
             error=summary.get("error"))}
         if "rag_adapter" in self.args.conditions:
             out["rag_adapter"] = dict(out["default"])

@@ -100,6 +100,7 @@ class Measurer:
             updated: Sequence[Probe], false: Sequence[EvalItem], rag: RagContext | None = None,
             fixed: bool = True, seed: int = 0) -> dict[str, Any]:
         """Every figure for one condition: the model with ``adapter_dir`` on (None: bare)."""
+        base = self.base_fixed() if fixed else {}  # on the bare model, before the adapter goes on
         with adapter_applied(self.model, adapter_dir, role="condition"):
             held = fact_items(night, "heldout", seed=seed)
             trained = fact_items(night, "train", seed=seed)
@@ -117,7 +118,6 @@ class Measurer:
             out["greedy_recall"] = _rate([ok for _, _, ok in found])
             out["greedy_examples"] = [{"question": q, "reply": r, "ok": ok} for q, r, ok in found[:3]]
             if fixed:
-                base = self.base_fixed()
                 out["canary_acc"] = round(figures["canary_acc"], 4)
                 out["canary_delta_pts"] = round((figures["canary_acc"] - base["canary_acc"]) * 100, 2)
                 out["ppl"] = round(figures["ppl"], 3)

@@ -111,6 +111,7 @@ class ScratchSystem:
         from services.cli.cmd_night import _head_seq, follow
 
         start_seq = _head_seq(self.paths)
+        started = time.time()
         client = RpcClient(self.paths, "trainer", "trainer.ctl", TrainerReply, timeout_s=30.0)
         try:
             accepted = client.request(StartSleep(request_id=new_id("s")))
@@ -123,7 +124,25 @@ class ScratchSystem:
         adapter_dir = self.paths.adapters / accepted.adapter_id
         summary["adapter_dir"] = str(adapter_dir) if (adapter_dir / "adapters.safetensors").is_file() else None
         summary.update(self._training_figures(adapter_dir))
+        summary["stages_s"] = self._stages(start_seq, accepted.sleep_id, accepted.adapter_id, started)
         return summary
+
+    def _stages(self, after_seq: int, sleep_id: str, adapter_id: str, started: float) -> dict[str, float]:
+        """Wall time of each stage of the sleep, from its events' timestamps."""
+        marks = {"training.started": "dataset", "training.finished": "training", "evaluation.completed": "evaluation",
+                 "adapter.promoted": "verdict", "adapter.rejected": "verdict"}
+        times = {}
+        for event in self.events(tuple(marks), after_seq):
+            body = event["body"]
+            if body.get("sleep_id") == sleep_id or body.get("adapter_id") == adapter_id:
+                times.setdefault(marks[event["type"]], event["ts"])
+        out, previous = {}, started
+        for stage in ("dataset", "training", "evaluation", "verdict"):
+            if stage in times:
+                out[stage] = round(times[stage] - previous, 1)
+                previous = times[stage]
+        out["total"] = round(previous - started, 1)
+        return out
 
     def _training_figures(self, adapter_dir: Path) -> dict[str, Any]:
         """Steps, tokens/s and stage times of the night from the log and the adapter."""

@@ -35,11 +35,11 @@ _YES_NO = ("Is the Pacific an ocean?", "Can birds fly?", "Is a tomato a fruit?",
            "Is Tokyo in Japan?")
 _LISTS = ("vegetables", "musical instruments", "European capitals", "board games", "kitchen tools",
           "sports played with a ball", "things found in a garden", "types of weather")
-_FACTS = ("What is the boiling point of water in Celsius?", "Who painted the Mona Lisa?",
-          "What is the chemical symbol for gold?", "How many continents are there?",
-          "What is the tallest mountain on Earth?", "Which planet is known as the red planet?",
+_FACTS = ("What is the boiling point of water in Celsius?", "Who wrote Pride and Prejudice?",
+          "What is the chemical symbol for gold?", "How many strings does a violin have?",
+          "What is the longest river in Africa?", "Which instrument has 88 keys?",
           "What language is spoken in Brazil?", "How many minutes are in an hour?",
-          "What do bees make?", "What is the opposite of cold?", "What is 12 times 3?",
+          "What do you call a baby cat?", "What is the opposite of cold?", "What is 12 times 3?",
           "What is the square root of 81?", "Which ocean lies between Europe and America?",
           "What gas do humans breathe out?")
 _TASKS = ("Give me a tip for sleeping better.", "Suggest a name for a coffee shop.",
