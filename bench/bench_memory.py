@@ -173,10 +173,22 @@ class MemoryBench:
             base = self.night1.get(name)
             figures["retention_ratio"] = (round(figures["night1_recall"] / base, 4)
                                           if base and figures.get("night1_recall") is not None else None)
+        routes = self.routes(self.after_seq)
         self.after_seq = last_seq
+        # How ingest filed the fact statements: only those routed to training can be learnt by an adapter.
+        fact_routes = [routes.get(p.turn_seq, "none") for p in probes]
         return {"night": n, "facts": len(day.facts), "updated": len(scope["updated"]), "turns": len(day.turns),
+                "fact_routes": {r: fact_routes.count(r) for r in sorted(set(fact_routes))},
                 "chat_s": round(chat_s, 1), "ingest_wait_s": round(ingest_s, 1),
                 "wall_s": round(time.monotonic() - started, 1), "conditions": conditions}
+
+    def routes(self, after_seq: int) -> dict[int, str]:
+        """turn seq -> the route ingest gave it (memory.stored), or "skipped"."""
+        out = {}
+        for event in self.system.events(("memory.stored", "memory.skipped"), after_seq):
+            body = event["body"]
+            out[body.get("turn_seq", 0)] = body.get("route", "") if event["type"] == "memory.stored" else "skipped"
+        return out
 
     def measure(self, n: int, name: str, adapter_dir: Path | None, use_rag: bool, scope: dict[str, Any],
                 **extra: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 CACHE_VERSION = 1
-MAX_TOKENS = 48
+MAX_TOKENS = 96
 
 _TOPICS = ("a volcano", "photosynthesis", "a rainbow", "gravity", "a library", "a bicycle", "the ocean",
            "a thunderstorm", "a bridge", "the internet", "a calendar", "an orchestra", "a desert", "a glacier",
@@ -87,7 +87,11 @@ def base_replies(model: Any, tokenizer: Any, *, model_id: str, system_prompt: st
     from services.evaluator.metrics import Scorer
 
     replies = Scorer(model, tokenizer, system_prompt).greedy(prompts, max_tokens)
-    pairs = [(p, r.strip()) for p, r in zip(prompts, replies, strict=True)]
+    # A reply cut off by the token budget would teach the model to stop
+    # mid-sentence: only replies that ended on their own are kept (the rest
+    # stay in the cache as "" so the cache lines up with the prompts).
+    pairs = [(p, r.strip() if len(tokenizer.encode(r)) < max_tokens - 1 else "")
+             for p, r in zip(prompts, replies, strict=True)]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
