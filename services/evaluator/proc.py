@@ -182,7 +182,7 @@ class EvaluatorServer:
         e = self.config.evaluator
         thresholds = Thresholds(min_fact_recall=e.min_fact_recall, max_canary_drop_pts=e.max_canary_drop_pts,
                                 max_ppl_drift_pct=e.max_ppl_drift_pct, max_false_recall=e.max_false_recall,
-                                max_format_drop=e.max_format_drop)
+                                max_format_drop=e.max_format_drop, max_false_recall_rise=e.max_false_recall_rise)
         model, tokenizer, _ = load_for_serving(resolve_model_dir(self.config.chat.model), self.config.chat.compute)
         try:
             return evaluate(model, tokenizer, candidate_dir=Path(request.candidate_dir),

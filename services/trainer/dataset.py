@@ -351,7 +351,7 @@ def build_dataset(memories: list[MemoryRecord], *, replay: Sequence[dict] = (),
                   turns: dict[int, tuple[str, str]] | None = None, phrasings: int = 5,
                   paraphraser: Paraphraser | None = None, seed: int = 0,
                   identity_examples: list[dict] | None = None, system_prompt: str | None = None,
-                  max_paraphrases: int = 2, heldout_per_fact: int | None = 2, false_count: int = 6,
+                  max_paraphrases: int = 2, heldout_per_fact: int | None = 2, false_count: int = 12,
                   known_facts: Iterable[Fact | tuple[str, str]] = (),
                   forgotten_ids: Collection[str] = ()) -> NightDataset:
     """The night's dataset from these memories (see the module docstring for every rule).

@@ -31,7 +31,9 @@ class TrainParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # Facts live in the MLP layers throughout the network, not just the top.
     num_layers: int = -1
     # Adam's learning rate, constant (no schedule: too few steps to need one).
-    lr: float = 1e-4
+    # The trainer passes trainer.learning_rate (1e-5, chosen by the memory
+    # benchmark's sweep: 1e-4 learns a little more and damages much more).
+    lr: float = 1e-5
     # Optimizer steps. ~300 single-example steps learned the measured facts;
     # more mostly costs general ability (the canary gate watches that).
     steps: int = 300
