@@ -41,6 +41,7 @@ def test_catch_up_handles_backlog_in_order_once(paths, eventlog_proc):
     try:
         assert consumer.catch_up() == 25
         assert consumer.catch_up() == 0  # nothing twice
+        assert consumer.head_seq == seqs[-1]  # what stats report as the log's head
     finally:
         consumer.close()
     assert seen == seqs

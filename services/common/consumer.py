@@ -72,6 +72,7 @@ class EventConsumer:
         self._log = EventlogClient(paths, ctx=ctx)
         self._codec: Codec[Envelope] = Codec(Envelope)
         self.position = self.cursor.load()
+        self.head_seq = 0  # the log's last seq, as of the latest replay (for stats)
         self.handled = 0
 
     def close(self) -> None:
@@ -105,6 +106,7 @@ class EventConsumer:
             if limit <= 0:
                 return handled
             batch = self._log.replay(self.position, limit=limit, types=self.types)
+            self.head_seq = max(self.head_seq, batch.head_seq)
             for stored in batch.events:
                 self._handle(stored)
                 handled += 1

@@ -205,7 +205,8 @@ class IngestServer:
                                       message=f"no memory {mid!r}; list them with `circ memory list`")
                 return MemoryDetail(request_id=rid, memory=info)
             case GetMemoryStats(request_id=rid):
-                return MemoryStats(request_id=rid, **forget.memory_stats(self.core))
+                head = self.consumer.head_seq if self.consumer is not None else 0
+                return MemoryStats(request_id=rid, head_seq=head, **forget.memory_stats(self.core))
             case Forget() as req:
                 return forget.forget(self.core, req, self.emit, self.log_client)
             case ImportFile(path=path, request_id=rid):
