@@ -425,3 +425,18 @@ def test_pet_names_are_not_person_names(text, kept):
 
 def test_person_name_next_to_pet_word_elsewhere_is_still_redacted():
     assert "Kara" not in redact("I met Kara at the gym with my dog.").text
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("my sister Anna's birthday is March 14th", "my sister [NAME]'s birthday is March 14th"),
+    ("my sister Anna’s birthday is March 14th", "my sister [NAME]’s birthday is March 14th"),
+    ("I borrowed Jodi Curtis's bike", "I borrowed [NAME]'s bike"),
+    ("I met Sean O'Brien's dog", "I met [NAME]'s dog"),
+    ("Dr. D’Angelo’s office called", "Dr. [NAME]’s office called"),
+    ("Anna-Lena's flight lands at 9", "[NAME]'s flight lands at 9"),
+])
+def test_possessive_stays_outside_the_name_placeholder(text: str, expected: str) -> None:
+    """The possessive "'s" / "’s" is grammar, not the name: it stays after [NAME] (and O'Brien stays whole)."""
+    result = check_invariants(text)  # also: idempotent, spans consistent
+    assert result.text == expected
+    assert all(not text[s.start:s.end].endswith(("'s", "’s")) for s in result.spans)

@@ -855,7 +855,9 @@ def detect_address(text: str) -> Iterator[tuple[int, int]]:
 # ---------------------------------------------------------------------------
 
 # A capitalised name word: "Anne", "O'Brien", "Hahn-Biggen", "Rémy-Émile".
-_NAME_WORD = rf"[{_UP}][{_LO}]*(?:['’][{_UP}]?[{_LO}]+)?(?:-[{_UP}][{_LO}]+)*"
+# The apostrophe part is for "O'Brien", "D’Angelo": a possessive "'s"/"’s" is
+# not part of the name ("Anna's birthday" -> "[NAME]'s birthday").
+_NAME_WORD = rf"[{_UP}][{_LO}]*(?:['’](?!s\b)[{_UP}]?[{_LO}]+)?(?:-[{_UP}][{_LO}]+)*"
 _PARTICLE = r"(?:van der|van den|van de|van 't|van|von der|von|de la|de le|de|di|da|del|della|du|le|la|ten|ter|zu|dos|das|bin|ibn|al|el|st\.?)"
 _FULL_NAME = rf"{_NAME_WORD}(?:[ ](?:{_PARTICLE}[ ])?{_NAME_WORD}){{0,3}}"
 _NAME_TOKEN = re.compile(rf"(?<![\w@./#:\[-]){_NAME_WORD}(?![\w@\]]|\.[a-z])")
