@@ -49,6 +49,12 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from services.cli.pipes import quiet_on_broken_pipe
+
+    return quiet_on_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from services.cli.chat_client import ChatClient
     from services.common.rpc import RemoteError, ServiceUnavailable

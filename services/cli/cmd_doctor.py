@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     }
     problems = []
     if model_state != "ok":
-        problems.append(f"model: {model_state} — run `circ model install`")
+        problems.append(f"model: {model_state}")  # the message ends with the fix for this directory
     if backend == "cpu" and blas.name == "reference":
         problems.append("BLAS: the wheel's reference BLAS is slow — install OpenBLAS "
                         "(`apt-get install libopenblas0-pthread`); everything still works, just slower")

