@@ -14,6 +14,7 @@ import msgspec
 from services.common.paths import Paths, current_paths
 
 FINAL_TYPES = ("training.failed", "adapter.promoted", "adapter.rejected")
+STATUS_EVERY_S = 2.0
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -101,8 +102,12 @@ def follow(paths: Paths, sleep_id: str, adapter_id: str, after_seq: int, timeout
     deadline = time.monotonic() + timeout_s
     summary: dict[str, Any] = {"verdict": "unknown"}
     conn = connect(paths.events_db, readonly=True)
+    polled_at = time.monotonic()
     try:
         while time.monotonic() < deadline:
+            if not quiet and "counts" not in summary and time.monotonic() - polled_at >= STATUS_EVERY_S:
+                polled_at = time.monotonic()
+                _print_stage(paths)
             events, _ = replay(conn, after_seq, 500)
             for stored in events:
                 after_seq = stored.seq or after_seq
@@ -132,11 +137,31 @@ def follow(paths: Paths, sleep_id: str, adapter_id: str, after_seq: int, timeout
     return summary
 
 
+def _print_stage(paths: Paths) -> None:
+    """Before training starts the log is quiet: show what the trainer is doing (from its status)."""
+    from protocol.envelope import new_id
+    from protocol.trainer_api import GetTrainerStatus
+    from services.common.rpc import RemoteError, ServiceUnavailable
+
+    client = _trainer(paths)
+    try:
+        status = client.request(GetTrainerStatus(request_id=new_id("s")))
+    except (ServiceUnavailable, RemoteError):
+        return  # progress display only: the log decides the outcome
+    finally:
+        client.close()
+    if status.state == "paraphrasing" and status.steps:
+        print(f"\r  the model is rewording the night's questions: {status.step}/{status.steps}   ",
+              end="", file=sys.stderr, flush=True)
+    elif status.state == "building":
+        print("\r  building the night's dataset...   ", end="", file=sys.stderr, flush=True)
+
+
 def _print_progress(kind: str, body: dict) -> None:
     match kind:
         case "training.started":
             counts = ", ".join(f"{k} {v}" for k, v in body.get("counts", {}).items())
-            print(f"training on {counts} ({body.get('steps')} steps)", file=sys.stderr)
+            print(f"\rtraining on {counts} ({body.get('steps')} steps)", file=sys.stderr)
         case "training.progress":
             print(f"\r  step {body['step']}/{body['steps']}  loss {body['loss']:.3f}  "
                   f"{body.get('tokens_per_s', 0):.0f} tok/s  eta {body.get('eta_s', 0):.0f}s   ",

@@ -89,6 +89,10 @@ class TrainerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     anchor_share: float = 0.0
     max_seq_len: int = 256
     phrasings_per_fact: int = 5
+    # Extra rewordings per fact written by the model itself, kept only when
+    # they still ask about the fact and the answer still holds the value
+    # (services.trainer.paraphrase); 0: rule templates only.
+    model_paraphrases: int = 2
     # Share of earlier nights' examples mixed in to keep them.
     replay_share: float = 0.3
     # Adapters kept besides pinned ones, the current and the previous one.

@@ -102,3 +102,8 @@ def models_dir() -> Path:
 def anchor_cache_dir() -> Path:
     """Where the base models' anchor replies are cached (services.trainer.anchors); beside the models."""
     return models_dir() / ".cache" / "anchors"
+
+
+def paraphrase_cache_dir() -> Path:
+    """Where the models' paraphrases of fact questions are cached (services.trainer.paraphrase)."""
+    return models_dir() / ".cache" / "paraphrases"

@@ -127,7 +127,12 @@ class EvaluatorServer:
                     return
                 ident, request = job
                 self.busy_with = request.adapter_id
-                reply = self._judge(request, client)
+                try:
+                    reply = self._judge(request, client)
+                except Exception as exc:  # a bug outside the measuring: answer it, keep judging
+                    log.exception("evaluator.judge_crashed", adapter_id=request.adapter_id)
+                    reply = ErrorReply(code="internal", request_id=request.request_id,
+                                       message=f"the evaluator failed: {type(exc).__name__}: {exc}")
                 self.busy_with = ""
                 out.send_multipart([ident, encode(reply)])
         finally:

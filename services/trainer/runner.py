@@ -83,15 +83,14 @@ class WorkerResult(msgspec.Struct, kw_only=True):
 
 
 def worker_command(model_dir: Path, data_dir: Path, out_dir: Path, params: TrainParams, *,
-                   resume: bool, parent_fd: int | None = None, anchor_cache: Path | None = None) -> list[str]:
+                   resume: bool, anchor_cache: Path | None = None) -> list[str]:
+    """The training worker's command line (the death-pipe flags are added by the runner)."""
     command = [sys.executable, "-m", "services.trainer.worker", "--model", str(model_dir),
                "--data", str(data_dir), "--out", str(out_dir), "--params", params.to_json()]
     if anchor_cache is not None:
         command += ["--anchor-cache", str(anchor_cache)]
     if resume:
         command.append("--resume")
-    if parent_fd is not None:
-        command += ["--parent-fd", str(parent_fd), "--parent-pid", str(os.getpid())]
     return command
 
 
@@ -109,12 +108,34 @@ def run_worker(model_dir: Path, data_dir: Path, out_dir: Path, params: TrainPara
     there is one (a fresh start otherwise). ``env`` is added to this
     process's environment (e.g. ``OPENBLAS_NUM_THREADS``).
     """
+    command = worker_command(Path(model_dir), Path(data_dir), Path(out_dir), params, resume=resume,
+                             anchor_cache=anchor_cache)
+    return _run_child(command, on_progress=on_progress, should_stop=should_stop, env=env, on_line=on_line,
+                      on_log=on_log, stop_grace_s=stop_grace_s)
+
+
+def run_paraphraser(model_dir: Path, requests_path: Path, out_path: Path,
+                    on_progress: Callable[[dict[str, Any]], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None, *,
+                    env: dict[str, str] | None = None) -> WorkerResult:
+    """Reword a night's questions in ``services.trainer.paraphrase_worker``; same guarantees as
+    :func:`run_worker` (dies with this process, stoppable, reaped). ``on_progress`` gets
+    step (requests done), steps and eta_s."""
+    command = [sys.executable, "-m", "services.trainer.paraphrase_worker", "--model", str(model_dir),
+               "--requests", str(requests_path), "--out", str(out_path)]
+    return _run_child(command, on_progress=on_progress, should_stop=should_stop, env=env, stop_grace_s=5.0)
+
+
+def _run_child(command: list[str], *, on_progress: Callable[[dict[str, Any]], None] | None,
+               should_stop: Callable[[], bool] | None, env: dict[str, str] | None,
+               on_line: Callable[[dict[str, Any]], None] | None = None,
+               on_log: Callable[[str], None] | None = None, stop_grace_s: float = STOP_GRACE_S) -> WorkerResult:
+    """Spawn a worker tied to this process by the death pipe, pump its JSON lines, reap it."""
     read_fd, write_fd = os.pipe()  # both non-inheritable; pass_fds opens read_fd to the worker only
     started_at = time.monotonic()
     try:
         proc = subprocess.Popen(
-            worker_command(Path(model_dir), Path(data_dir), Path(out_dir), params, resume=resume,
-                           parent_fd=read_fd, anchor_cache=anchor_cache),
+            [*command, "--parent-fd", str(read_fd), "--parent-pid", str(os.getpid())],
             cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(read_fd,))
     except BaseException:

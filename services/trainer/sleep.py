@@ -30,7 +30,7 @@ from protocol.events import (
 from protocol.trainer_api import Evaluate
 from services.common.config import Config
 from services.common.logging import get_logger
-from services.common.paths import Paths, anchor_cache_dir
+from services.common.paths import Paths, anchor_cache_dir, paraphrase_cache_dir
 from services.trainer.facts import stable_seed
 
 log = get_logger("trainer.sleep")
@@ -192,6 +192,10 @@ class Sleep:
         options = dict(phrasings=self.config.trainer.phrasings_per_fact, seed=0,
                        system_prompt=self.config.chat.system_prompt, known_facts=self._known_facts(),
                        forgotten_ids=forgotten_ids(self.paths.memory))
+        paraphrases = max(0, self.config.trainer.model_paraphrases)
+        if paraphrases:
+            options.update(max_paraphrases=paraphrases,
+                           paraphraser=self._model_paraphraser(memories, paraphrases, options))
         first = build_dataset(memories, **options)
         replay = self._replay(len(first.examples))
         dataset = build_dataset(memories, replay=replay, **options)
@@ -213,6 +217,56 @@ class Sleep:
                                   trigger=self.state.trigger, counts=counts,
                                   source_seqs=sorted({m.seq for m in memories}), steps=self.steps))
         return dataset, manifest
+
+    def _model_paraphraser(self, memories: list, limit: int, options: dict) -> Any:
+        """A lookup of the model's rewordings for this night's questions; generates the missing ones.
+
+        The dataset is built once with a recording paraphraser to learn which
+        questions it will ask about, the model rewords those not cached yet in
+        a child process (under this sleep's lock), and the real build then
+        looks them up. A failed pass costs variety, not the night.
+        """
+        from services.chat.proc import resolve_model_dir
+        from services.trainer.dataset import build_dataset
+        from services.trainer.paraphrase import ProposalCache, collect_requests, write_requests
+        from services.trainer.runner import run_paraphraser
+
+        requests = collect_requests(lambda record: build_dataset(memories, **{**options, "paraphraser": record,
+                                                                              "max_paraphrases": limit}))
+        model_dir = resolve_model_dir(self.config.chat.model)
+        cache = ProposalCache(paraphrase_cache_dir(), model_dir.name)
+        missing = cache.missing(requests)
+        if not missing:
+            return cache.paraphraser()
+        self.state.state, self.state.step, self.state.steps = "paraphrasing", 0, len(missing)
+        work = self.store.stage(self.state.adapter_id) / "paraphrasing"
+        work.mkdir(exist_ok=True)
+        write_requests(work / "requests.jsonl", missing)
+        started = time.monotonic()
+
+        def on_progress(p: dict) -> None:
+            self.state.step = int(p.get("step", 0))
+
+        result = run_paraphraser(model_dir, work / "requests.jsonl", work / "proposals.json",
+                                 on_progress=on_progress, should_stop=self.should_stop)
+        self.state.state, self.state.step, self.state.steps = "building", 0, 0
+        if result.status == "stopped":
+            raise SleepFailed("dataset", "the sleep was stopped while the model was paraphrasing")
+        if result.ok:
+            try:
+                proposals = json.loads((work / "proposals.json").read_text())
+                cache.update({str(k): [(str(q), None if a is None else str(a)) for q, a in v]
+                              for k, v in proposals.items()})
+            except (OSError, ValueError, TypeError, AttributeError) as exc:
+                log.warning("trainer.paraphrases_unreadable", error=str(exc))
+        else:
+            log.warning("trainer.paraphrase_failed", status=result.status, error=result.error)
+        log.info("trainer.paraphrased", requests=len(missing), ok=result.ok,
+                 duration_s=round(time.monotonic() - started, 1))
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+        return cache.paraphraser()
 
     def _params(self) -> Any:
         from services.trainer.params import TrainParams

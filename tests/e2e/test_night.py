@@ -51,6 +51,8 @@ from protocol.envelope import new_envelope, new_id
 from protocol.events import AdapterPromoted
 from protocol.service_api import ErrorReply, Ping, Pong
 from protocol.trainer_api import (
+    Evaluate,
+    EvaluationResult,
     EvaluatorReply,
     GetTrainerStatus,
     SleepAccepted,
@@ -444,6 +446,38 @@ def test_malformed_frames_get_error_replies_and_the_daemon_keeps_serving(
     assert not _events(inst, 0, "training.started") and not _events(inst, 0, "evaluation.completed")
 
 
+def test_a_judging_error_is_answered_and_the_evaluator_keeps_judging(inst: Instance, ctx: zmq.Context,
+                                                                     zero_lora: Path) -> None:
+    """A failure outside the measuring (here: the lock file cannot be opened) gets an error reply;
+    it must not kill the judging thread, or every later night would wait for a verdict forever."""
+    lock = inst.paths.run / "heavy.lock"
+    aside = lock.with_name("heavy.lock.aside")
+    if lock.exists():
+        lock.rename(aside)
+    lock.mkdir()
+    codec: Codec[Any] = Codec(EvaluatorReply)
+    request = Evaluate(request_id="judge-1", adapter_id="ad-zero", candidate_dir=str(zero_lora))
+    dealer = connect_dealer(ctx, inst.paths.endpoint("evaluator.ctl"))
+    try:
+        dealer.send(encode(request))
+        assert dealer.poll(REPLY_TIMEOUT_MS, zmq.POLLIN), "the evaluator sent no reply"
+        reply = codec.decode(dealer.recv())
+        assert isinstance(reply, ErrorReply) and reply.code == "internal", reply
+        assert "IsADirectoryError" in reply.message and reply.request_id == "judge-1"
+        lock.rmdir()
+        if aside.exists():
+            aside.rename(lock)
+        dealer.send(encode(msgspec.structs.replace(request, request_id="judge-2")))
+        assert dealer.poll(600_000, zmq.POLLIN), "the judging thread died: no verdict"
+        result = codec.decode(dealer.recv())
+        assert isinstance(result, EvaluationResult) and result.request_id == "judge-2", result
+        assert result.evaluation.adapter_id == "ad-zero" and result.evaluation.verdict in ("promote", "reject")
+    finally:
+        dealer.close(linger=0)
+        if lock.is_dir():
+            lock.rmdir()
+
+
 def _sleep_fails_at_dataset(inst: Instance) -> tuple[dict[str, Any], dict[str, Any]]:
     start = _head(inst)
     result = inst.circ("sleep", "--wait", "--json", "--steps", str(STEPS), "--timeout", "120", timeout_s=150)
@@ -596,6 +630,11 @@ def test_a_night_of_two_facts_ends_in_promotion_or_rejection(inst: Instance, nig
     assert manifest["verdict"] == evaluation["body"]["verdict"]
     assert manifest["sleep_id"] == night.sleep_id
     assert not (store.staging_root / night.adapter_id).exists()
+    # The model reworded the night's questions (trainer.model_paraphrases): every proposal is
+    # accounted for, kept or rejected, and the worker's scratch files are gone.
+    paraphrases = manifest["dataset"]["paraphrases"]
+    assert paraphrases["kept"] + paraphrases["rejected"] > 0 and paraphrases["errors"] == 0, paraphrases
+    assert not (inst.paths.adapters / night.adapter_id / "paraphrasing").exists()
 
     if final["type"] == "adapter.promoted":
         assert final["body"]["previous_id"] == night.current_before
