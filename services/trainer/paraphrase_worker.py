@@ -29,7 +29,8 @@ from services.trainer.worker import (
     EXIT_OK,
     EXIT_STOPPED,
     Emitter,
-    watch_parent,
+    add_parent_arguments,
+    start_child,
 )
 
 REQUESTS_PER_CHUNK = 8  # progress granularity; Scorer batches within a chunk
@@ -42,17 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--requests", required=True, help='JSON lines of {"question": ..., "answer": ...}')
     parser.add_argument("--out", required=True, help="where the proposals go (JSON object by request key)")
     parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help=f"per reply (default {MAX_TOKENS})")
-    parser.add_argument("--parent-fd", type=int, default=None, help="read end of the parent's death pipe")
-    parser.add_argument("--parent-pid", type=int, default=None, help="the parent's pid (race check)")
+    add_parent_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    emit = Emitter()
-    if args.parent_fd is not None:
-        watch_parent(args.parent_fd, args.parent_pid)
-    emit("hello", pid=os.getpid())
+    emit = start_child(args)
 
     def on_signal(_signum: int, _frame: Any) -> None:
         emit("stopped", step=0)

@@ -721,17 +721,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--params", default="{}", help="TrainParams as JSON (missing fields: defaults)")
     parser.add_argument("--anchor-cache", default=None,
                         help="directory caching the base model's anchor replies (default: no cache)")
-    parser.add_argument("--parent-fd", type=int, default=None, help="read end of the parent's death pipe")
-    parser.add_argument("--parent-pid", type=int, default=None, help="the parent's pid (race check)")
+    add_parent_arguments(parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def add_parent_arguments(parser: argparse.ArgumentParser) -> None:
+    """The death-pipe flags every worker takes (the runner passes them)."""
+    parser.add_argument("--parent-fd", type=int, default=None, help="read end of the parent's death pipe")
+    parser.add_argument("--parent-pid", type=int, default=None, help="the parent's pid (race check)")
+
+
+def start_child(args: argparse.Namespace) -> Emitter:
+    """A worker's first moves: take over stdout, tie its life to the parent's, say hello."""
     emit = Emitter()
     if args.parent_fd is not None:
         watch_parent(args.parent_fd, args.parent_pid)
     emit("hello", pid=os.getpid())
+    return emit
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    emit = start_child(args)
     stop = threading.Event()
     in_loop = threading.Event()
 
