@@ -400,7 +400,11 @@ def single_turn(args: argparse.Namespace, client: Any, raw: Any, system_prompt: 
         for side in order:
             time.sleep(COOLDOWN_S)
             if side == "daemon":
+                # Two daemon turns can be adjacent (pair 2 -> 3): ingest may still be
+                # digesting the first, which the raw side is protected from too.
+                waited = wait_daemons_idle()
                 run = daemon_turn(client, PROMPT, args.max_tokens, chat_pid=args.chat_pid)
+                run["waited_for_idle_daemons_s"] = waited
                 daemon_runs.append(run)
             else:
                 waited = wait_daemons_idle()
