@@ -173,6 +173,9 @@ class Terminal:
         pid, fd = pty.fork()
         if pid == 0:  # the child: exec at once
             try:
+                # As a user's shell leaves it: a run started in the background (nohup ... &)
+                # inherits SIGINT ignored, and Ctrl-C would never reach circ-chat.
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 os.chdir(REPO_ROOT)
                 os.execve(argv[0], argv, env)
             finally:
@@ -337,6 +340,11 @@ def test_ctrl_c_in_circ_chat_stops_the_streaming_reply(instance: Instance, clien
 # ------------------------------------------------------------------ circ log tail -f, circ doctor
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT as a terminal's shell leaves it (see Terminal)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class LineReader:
     """Lines from a subprocess's stdout pipe, each waited for with a timeout."""
 
@@ -362,7 +370,8 @@ class LineReader:
 def test_log_tail_follow_prints_a_new_event(instance: Instance) -> None:
     last_seq = instance.events()[-1]["seq"]
     proc = subprocess.Popen([str(CIRC), "log", "tail", "-f", "-n", "1"], cwd=REPO_ROOT, env=instance.env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_interruptible)
     try:
         lines = LineReader(proc)
         first = lines.next_line()  # tail has read the log: it follows from here

@@ -675,7 +675,7 @@ def test_the_heavy_run_lock_separates_training_from_evaluation(inst: Instance, n
     for _, holder, state, busy in night.samples:
         if holder == "trainer":  # the evaluator has not even been asked yet
             assert busy == "", "the evaluator was judging while the trainer held the lock"
-            assert state in ("building", "training", "saving"), state
+            assert state in ("building", "paraphrasing", "training", "saving"), state
         if holder == "evaluator":
             assert state == "evaluating", f"the trainer was {state} while the evaluator held the lock"
     # From the log: the evaluation started after training finished.
