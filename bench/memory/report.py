@@ -115,6 +115,9 @@ def write(result: dict[str, Any], out_dir: Path) -> dict[str, str]:
     (out_dir / files["markdown"]).write_text(markdown(result))
     for name in plots(result, out_dir):
         files[name.removesuffix(".png")] = name
-    result["files"] = {k: str(out_dir / v) for k, v in files.items()}
+    # On disk the report names its siblings (it stays true when the directory
+    # moves or is committed); the caller gets absolute paths.
+    result["files"] = dict(files)
     (out_dir / files["json"]).write_text(json.dumps(result, indent=2))
+    result["files"] = {k: str(out_dir / v) for k, v in files.items()}
     return result["files"]
