@@ -2,7 +2,13 @@
 """Retrieval quality on paraphrased questions: recall@1, recall@5, MRR through IngestCore vs the raw embedder+index.
 
 Usage: .venv/bin/python bench/bench_retrieval.py [--quick] [--distractors 300] [--seed 0]
-       [--show-misses 10] [--blas-threads 1]
+       [--show-misses 10] [--blas-threads 1] [--embedder minilm|chat-model]
+
+``--embedder``: ``minilm`` (default: all-MiniLM-L6-v2, what ingest loads
+first) or ``chat-model`` (ingest's fallback: the chat model's pooled hidden
+states, services.ingest.embed_chat); the router is the one ingest would use
+with it (its own cached weights). ``summary`` holds the comparison figures:
+recall@1/@5 of ``raw`` and ``pipeline`` and the per-query embedding time.
 
 The set: ``bench/data/paraphrase_set.json``: 66 facts about fictitious
 people, pets, places and projects, each stated once as a user turn ("My
@@ -78,7 +84,7 @@ from services.common.blas import preload_openblas  # noqa: E402
 
 BLAS = preload_openblas()
 
-from bench_ingest import _a, load_models, make_envelope, pct, turn_mix, warm_up  # noqa: E402
+from bench_ingest import _a, make_envelope, pct, turn_mix, warm_up  # noqa: E402
 
 PROG = "bench_retrieval"
 DATA = Path(__file__).resolve().parent / "data" / "paraphrase_set.json"
@@ -210,7 +216,7 @@ def run_pipeline(turns: list[tuple[str, str, str | None]], queries: list[dict[st
     from services.ingest.core import RECALL_ROUTES, IngestCore
     from services.ingest.index import MemoryIndex
 
-    index = MemoryIndex(directory)
+    index = MemoryIndex(directory, embedder.dim, embedder=embedder.identity)
     core = IngestCore(index, embedder, router=router)
     events: list[Any] = []
     rnd = random.Random(seed + 11)
@@ -225,7 +231,8 @@ def run_pipeline(turns: list[tuple[str, str, str | None]], queries: list[dict[st
             kept_seqs.add(seq)
         if fact_id is not None:
             fact_outcome[fact_id] = {"seq": seq, "event": type(body).__name__,
-                                     "route": body.route if stored else None, "reason": body.reason,
+                                     "route": body.route if stored else None,
+                                     "reason": getattr(body, "reason", "") or getattr(body, "detail", ""),
                                      "memory_ids": list(body.memory_ids) if stored else [],
                                      "recallable": stored and body.route in RECALL_ROUTES,
                                      "stored_text": index.get(body.memory_ids[0]).text if stored else None}
@@ -316,7 +323,7 @@ def run_plain(name: str, turns: list[tuple[str, str, str | None]], queries: list
                 cache[t] = v
         return np.stack([cache[t] for t in texts])
 
-    index = MemoryIndex(directory)
+    index = MemoryIndex(directory, embedder.dim, embedder=embedder.identity)
     fact_ids: dict[str, set[str]] = {}
     started = time.perf_counter()
     for seq, (_, text, fact_id) in enumerate(turns, 1):
@@ -354,6 +361,22 @@ def run_plain(name: str, turns: list[tuple[str, str, str | None]], queries: list
 
 # -- main ---------------------------------------------------------------------------------
 
+def load_models(which: str) -> tuple[Any, Any, float]:
+    """The embedder ``which`` (no fallback: a benchmark measures what it names) and its router."""
+    from benchlib import fail
+
+    from services.ingest.embed import EmbedderUnavailable, load_embedder
+    from services.ingest.route_model import load_or_train
+
+    started = time.perf_counter()
+    try:
+        embedder = load_embedder(which)
+    except EmbedderUnavailable as exc:
+        fail(PROG, str(exc))
+    load_s = time.perf_counter() - started
+    return embedder, load_or_train(embedder), load_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="200 distractor turns (default 300)")
@@ -362,6 +385,8 @@ def main() -> None:
     parser.add_argument("--show-misses", type=int, default=10, help="pipeline misses at rank 1 to list")
     parser.add_argument("--blas-threads", default=os.environ["OPENBLAS_NUM_THREADS"],
                         help="OPENBLAS_NUM_THREADS (default 1, as supervisord runs ingest)")
+    parser.add_argument("--embedder", choices=("minilm", "chat-model"), default="minilm",
+                        help="MiniLM (default) or ingest's fallback, the chat model's hidden states")
     args = parser.parse_args()
     from services.common.logging import configure_logging
     from services.ingest.redact import redact
@@ -388,8 +413,10 @@ def main() -> None:
         "blas": BLAS.name, "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "machine_before": machine_load()}
 
-    progress("loading embedder and router")
-    embedder, router = load_models()
+    progress(f"loading embedder ({args.embedder}) and router")
+    embedder, router, load_s = load_models(args.embedder)
+    result["embedder"] = {"name": embedder.name, "identity": embedder.identity, "dim": embedder.dim,
+                          "description": embedder.description, "load_s": round(load_s, 2)}
     result["router"] = {k: v for k, v in router.info.items() if k != "path"} | {"threshold": router.threshold}
     warm_up(embedder, router)
 
@@ -426,6 +453,14 @@ def main() -> None:
                           "route_only": route["memories"]}
     result["timing"] = {"pipeline_recall": pipe["timing"], "query_redact_ms": pct(redact_s), "raw": raw["timing"],
                         "note": "recall_embed_ms is IngestCore.recall's embed_ms: query redaction + embedding"}
+    result["summary"] = {
+        "embedder": embedder.name,
+        "raw": {k: result["headline"]["raw"]["all"][k] for k in ("recall_at_1", "recall_at_5", "mrr_at_5")},
+        "pipeline": {k: result["headline"]["pipeline"]["all"][k]
+                     for k in ("recall_at_1", "recall_at_5", "mrr_at_5")},
+        "query_embed_ms": {k: raw["timing"]["embed_ms"][k] for k in ("p50", "p90", "mean")},
+        "memories_embedded_per_s": round(raw["memories"] / raw["build_s"], 1) if raw["build_s"] else None,
+    }
     result["machine_after"] = machine_load()
     emit(result)
 

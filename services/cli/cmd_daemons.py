@@ -57,12 +57,20 @@ def up(paths: Paths, args: argparse.Namespace) -> int:
         print(f"circ up: {exc}", file=sys.stderr)
         return 1
     deadline = time.monotonic() + args.timeout
+    degraded: list[str] = []
     for daemon in DAEMONS:
         announced = False
         while True:
             pong = ping(paths, daemon, timeout_s=1.0)
             if pong is not None and pong.ready:
                 print(f"  {daemon:<9} ready (pid {pong.pid})", file=sys.stderr)
+                break
+            if pong is not None and pong.details.get("state") == "no embedder":
+                # Degraded, not failed: ingest stays up and retries; chat answers without recall and
+                # no turn is lost (they wait in the log). Waiting out the timeout would help nobody.
+                degraded.append(daemon)
+                print(f"  {daemon:<9} up without an embedder (pid {pong.pid}): {pong.details.get('problem', '')}",
+                      file=sys.stderr)
                 break
             states = {p.name: p for p in supervisor.processes()}
             state = states.get(daemon)
@@ -81,6 +89,10 @@ def up(paths: Paths, args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 announced = True
             time.sleep(0.3)
+    if degraded:
+        print(f"circadian is up, degraded ({', '.join(degraded)}: see above; `circ doctor` checks again) "
+              f"(home {paths.home}). Chat with bin/circ-chat; stop with `circ down`.", file=sys.stderr)
+        return 0
     print(f"circadian is up (home {paths.home}). Chat with bin/circ-chat; stop with `circ down`.",
           file=sys.stderr)
     return 0

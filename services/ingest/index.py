@@ -19,6 +19,13 @@ WAL is checkpointed and truncated), and the vector in usearch. usearch keeps a
 removed vector's bytes in its slot (they would be saved with the file), so
 forget() overwrites every free slot with a placeholder before it saves.
 
+Every vector in one index comes from one embedder: the index records its
+``identity`` and dimension in ``meta`` (``index.embedder``, ``index.dim``),
+and opening it for another embedder raises :class:`EmbedderMismatch` before
+anything is written. Indexes from before the identity was recorded were all
+built by MiniLM (:data:`UNRECORDED_EMBEDDER`). :func:`read_meta` reads the
+record without opening the index.
+
 One ``MemoryIndex`` per directory and process; calls are serialised by a lock.
 """
 
@@ -42,6 +49,35 @@ from services.common.atomic import fsync_dir
 
 DB_NAME = "memories.db"
 VECTORS_NAME = "vectors.usearch"
+# What built an index that records no embedder: MiniLM, the only one before it was recorded.
+UNRECORDED_EMBEDDER = "minilm:all-MiniLM-L6-v2"
+EMBEDDER_KEY = "index.embedder"
+DIM_KEY = "index.dim"
+
+
+class EmbedderMismatch(ValueError):
+    """The index holds vectors of another embedder (or dimension) than the one asked for."""
+
+    def __init__(self, path: Path, stored: str, stored_dim: int, wanted: str, wanted_dim: int) -> None:
+        self.stored, self.stored_dim, self.wanted, self.wanted_dim = stored, stored_dim, wanted, wanted_dim
+        super().__init__(f"{path} holds {stored_dim}-dimensional vectors of {stored or 'an unrecorded embedder'}, "
+                         f"not {wanted_dim}-dimensional vectors of {wanted or 'the requested embedder'}: the two "
+                         f"cannot be mixed; rebuild it from the log (`circ memory rebuild`)")
+
+
+def read_meta(directory: Path) -> dict[str, str]:
+    """The ``meta`` table of the index in ``directory``, read-only ({} if there is none)."""
+    db_path = Path(directory) / DB_NAME
+    if not db_path.is_file():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+        try:
+            return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
 
 
 def _usearch() -> tuple[Any, Any]:
@@ -146,7 +182,13 @@ def chunk_text(text: str, max_words: int = 200, overlap_words: int = 40) -> list
 
 
 class MemoryIndex:
-    def __init__(self, directory: Path, dim: int = 384) -> None:
+    def __init__(self, directory: Path, dim: int = 384, *, embedder: str | None = None) -> None:
+        """Open (or create) the index in ``directory`` for ``dim``-dimensional vectors.
+
+        ``embedder``: the identity of the embedder whose vectors go in; a new
+        index records it, an existing one must have been built by it (else
+        :class:`EmbedderMismatch`). ``None`` skips the check (tools, tests).
+        """
         started = time.perf_counter()
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # private: what the user said
@@ -159,12 +201,20 @@ class MemoryIndex:
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(_SCHEMA)
-        stored_dim = self.get_meta(_META_PREFIX + "dim")
-        if stored_dim is None:
-            self.set_meta(_META_PREFIX + "dim", str(dim))
-        elif int(stored_dim) != dim:
+        stored_dim = self.get_meta(DIM_KEY)
+        stored_embedder = self.get_meta(EMBEDDER_KEY)
+        if stored_dim is not None and stored_embedder is None:
+            stored_embedder = UNRECORDED_EMBEDDER
+        if stored_dim is not None and (int(stored_dim) != dim
+                                       or (embedder is not None and stored_embedder != embedder)):
             self._db.close()
-            raise ValueError(f"{self.db_path} holds {stored_dim}-dimensional vectors, not {dim}")
+            self._db = None  # type: ignore[assignment]
+            raise EmbedderMismatch(self.db_path, stored_embedder or "", int(stored_dim), embedder or "", dim)
+        if stored_dim is None:
+            self._set_many({DIM_KEY: str(dim), **({EMBEDDER_KEY: embedder} if embedder else {})})
+        elif embedder is not None and self.get_meta(EMBEDDER_KEY) is None:
+            self.set_meta(EMBEDDER_KEY, embedder)  # an unrecorded (MiniLM) index: record it now
+        self.embedder = self.get_meta(EMBEDDER_KEY) or stored_embedder or ""
         self._next_key = self._scalar("SELECT COALESCE(MAX(key), 0) + 1 FROM memories")
         action, reason = self._open_vectors()
         self.status = IndexStatus(action=action, reason=reason, memories=len(self._ix),
@@ -317,7 +367,7 @@ class MemoryIndex:
             sizes = [p.stat().st_size for p in self.directory.iterdir()
                      if p.is_file() and p.name.startswith((DB_NAME, VECTORS_NAME))]
             return {"memories": sum(by_route.values()), "forgotten": forgotten, "by_route": by_route,
-                    "indexed": len(self._ix), "dim": self.dim, "bytes": sum(sizes),
+                    "indexed": len(self._ix), "dim": self.dim, "embedder": self.embedder, "bytes": sum(sizes),
                     "opened": self.status.action, "open_reason": self.status.reason}
 
     # -- meta (callers keep their cursor here) ------------------------------------

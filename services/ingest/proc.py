@@ -5,12 +5,30 @@ an MLX model): it polls ``ingest.ctl`` and the log's doorbell together, and
 handles the log in small slices so a long catch-up never keeps recall
 waiting. A second thread only watches ``data/inbox/`` (watchfiles) and hands
 file paths over a queue.
+
+The embedder (services.ingest.embed.load_embedder): MiniLM, else the chat
+model as a fallback. If neither loads, ingest stays up but not ready: it logs
+one ``memory.failed`` (stage ``embed``, ``turn_seq`` 0) naming the fix,
+answers Ping (details: ``state``, ``problem``) and imports inbox files, while
+recall and the memory verbs get an ``unavailable`` error with the same text.
+Its cursor does not move, so nothing is lost: it tries to load an embedder
+again (after 5 s, doubling to every 60 s) and, once one loads, files every
+turn logged meanwhile. chat answers without recall until then.
+
+The index records which embedder built it. When the embedder that loads is
+another one (MiniLM installed or removed since), ingest rebuilds the index
+from the log up to its cursor, beside the live one, and swaps it in: the
+index is derived state, and the old vectors cannot be compared with the new
+ones. The old index stays in place until the new one is complete; recall is
+unavailable meanwhile, Ping says how far the rebuild is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -21,7 +39,13 @@ import zmq
 
 from protocol.codec import Codec, ProtocolError, encode
 from protocol.envelope import Envelope, new_envelope
-from protocol.events import ChatTurnCompleted, MemoryForgotten, ServiceStarted, event_tag
+from protocol.events import (
+    ChatTurnCompleted,
+    MemoryFailed,
+    MemoryForgotten,
+    ServiceStarted,
+    event_tag,
+)
 from protocol.ingest_api import (
     Forget,
     GetMemory,
@@ -51,6 +75,13 @@ POLL_TIMEOUT_MS = 200
 SLICE_EVENTS = 16  # events handled between two looks at the control socket
 IDLE_CATCH_UP_S = 1.0
 TYPES = [event_tag(ChatTurnCompleted), event_tag(MemoryForgotten)]
+RETRY_FIRST_S = 5.0  # no embedder: first retry after this, doubling ...
+RETRY_MAX_S = 60.0  # ... up to this (or 10x the failed attempt's duration, if longer)
+REBUILD_DIR = "memory.rebuild-ingest"  # beside data/memory; `circ memory rebuild` uses memory.rebuild
+
+
+class _Stopped(Exception):
+    """SIGTERM during the daemon's own rebuild."""
 
 
 def load_router(embedder: Any) -> Any:
@@ -91,6 +122,12 @@ class IngestServer:
         self.inbox_queue: queue.Queue[Path] = queue.Queue()
         self.core: Any = None
         self.consumer: Any = None
+        self.embedder: Any = None
+        self.problem = ""  # why ingest is not ready, and what fixes it
+        self._mismatch: Any = None  # EmbedderMismatch: the index needs a rebuild for self.embedder
+        self._announced = ""  # the embedder problem last logged as an event
+        self._retry_s = RETRY_FIRST_S
+        self._next_attempt = 0.0
 
     def emit(self, env: Envelope) -> int:
         """Append one event and wait for the commit (retrying through an eventlog restart)."""
@@ -100,27 +137,136 @@ class IngestServer:
         return self.log_client.append(envelopes, retry_s=30.0).seqs
 
     def start(self) -> None:
-        from services.common.consumer import EventConsumer
-        from services.ingest.core import IngestCore
-        from services.ingest.embed import Embedder
-        from services.ingest.index import MemoryIndex
+        """Load an embedder and open the index; without one, start degraded (serve() retries)."""
+        from services.ingest.rebuild import recover_interrupted_swap
+
+        recovered = recover_interrupted_swap(self.paths)
+        if recovered:
+            log.warning("ingest.index_swap_recovered", detail=recovered)
+        shutil.rmtree(self.paths.data / REBUILD_DIR, ignore_errors=True)  # a rebuild cut short
+        self._attempt()
+
+    def _attempt(self) -> None:
+        """One try: load an embedder, open its index (or note that it must be rebuilt), get ready."""
+        from services.ingest.embed import EmbedderUnavailable, load_embedder
+        from services.ingest.index import EmbedderMismatch, MemoryIndex
 
         started = time.perf_counter()
-        index = MemoryIndex(self.paths.memory)
-        embedder = Embedder()
+        self.readiness.details.update(state="loading the embedder")
+        try:
+            embedder = load_embedder(chat_model=self.config.chat.model)
+        except EmbedderUnavailable as exc:
+            self._degrade(str(exc), time.perf_counter() - started)
+            return
+        except Exception as exc:  # anything else while loading: still not a reason to die
+            log.exception("ingest.embedder_load_failed")
+            self._degrade(f"loading the embedder failed ({type(exc).__name__}: {exc}); "
+                          f"reinstall it with `bin/setup`", time.perf_counter() - started)
+            return
+        self.embedder = embedder
+        if embedder.fallback_reason:
+            log.warning("ingest.embedder_fallback", embedder=embedder.identity, reason=embedder.fallback_reason)
+        try:
+            index = MemoryIndex(self.paths.memory, embedder.dim, embedder=embedder.identity)
+        except EmbedderMismatch as exc:
+            self._mismatch = exc
+            self.problem = (f"rebuilding the memory index from the log for {embedder.identity} (it was built by "
+                            f"{exc.stored}); recall is back when it is done")
+            self.readiness.details = {"state": "rebuilding", "embedder": embedder.name, "problem": self.problem}
+            log.warning("ingest.index_embedder_mismatch", was=exc.stored, now=embedder.identity)
+            return  # serve() rebuilds: it can answer requests and notice SIGTERM meanwhile
+        self._activate(index, started, {})
+
+    def _activate(self, index: Any, started: float, extra: dict[str, str]) -> None:
+        from services.common.consumer import EventConsumer
+        from services.ingest.core import IngestCore
+
+        embedder = self.embedder
         self.core = IngestCore(index, embedder, router=load_router(embedder))
         self.consumer = EventConsumer(self.paths, "ingest", TYPES, self._handle_event, ctx=self.ctx,
                                       cursor=IndexCursor(self.core))
+        self.problem = ""
         self.readiness.ready = True
         details = {"memories": str(index.stats().get("memories", 0)), "cursor_seq": str(self.core.cursor),
-                   "load_s": f"{time.perf_counter() - started:.2f}"}
-        self.readiness.details.update(details)
+                   "load_s": f"{time.perf_counter() - started:.2f}", "state": "ready",
+                   "embedder": embedder.name, "embedder_identity": embedder.identity,
+                   "embedder_dim": str(embedder.dim), "embedder_description": embedder.description}
+        if embedder.fallback_reason:
+            details["embedder_fallback_reason"] = embedder.fallback_reason[:500]
+        details.update(extra)
+        self.readiness.details = dict(details)
         log.info("ingest.ready", **details)
         try:
             self.emit(new_envelope(ServiceStarted(service="ingest", pid=os.getpid(), version=VERSION,
                                                   details=details), source="ingest"))
         except (ServiceUnavailable, RemoteError) as exc:
             log.warning("ingest.event_not_logged", error=str(exc))
+
+    def _degrade(self, reason: str, attempt_s: float) -> None:
+        """No embedder: stay up, not ready; say so once in the log of events; try again later."""
+        from services.ingest.index import read_meta
+
+        self.core = self.consumer = self.embedder = None
+        self._mismatch = None
+        self.readiness.ready = False
+        delay = min(max(self._retry_s, 10 * attempt_s), 5 * RETRY_MAX_S)
+        self._next_attempt = time.monotonic() + delay
+        self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+        cursor = read_meta(self.paths.memory).get("cursor_seq", "0")
+        self.problem = (f"{reason}. Until then ingest files no memories and chat answers without recall. "
+                        f"Nothing is lost: turns after seq {cursor} wait in the log and are filed once an "
+                        f"embedder loads (ingest tries again every {RETRY_MAX_S:g} s at most)")
+        self.readiness.details = {"state": "no embedder", "embedder": "none", "problem": self.problem,
+                                  "cursor_seq": str(cursor)}
+        if reason == self._announced:
+            log.info("ingest.embedder_still_unavailable", next_try_s=round(delay, 1))
+            return
+        log.error("ingest.no_embedder", error=self.problem, next_try_s=round(delay, 1))
+        # One event per distinct problem (and cursor): a restart in the same state logs nothing new.
+        key = hashlib.sha256(reason.encode()).hexdigest()[:12]
+        event = MemoryFailed(stage="embed", error="EmbedderUnavailable", turn_seq=0, detail=self.problem[:2000])
+        try:
+            self.emit(new_envelope(event, source="ingest", msg_id=f"ingest-no-embedder-{cursor}-{key}"))
+            self._announced = reason
+        except (ServiceUnavailable, RemoteError) as exc:  # said again at the next attempt
+            log.warning("ingest.event_not_logged", error=str(exc))
+
+    def _rebuild(self, stop: ShutdownFlag) -> None:
+        """Rebuild the index for self.embedder (up to the old cursor), swap it in, get ready."""
+        from services.ingest.index import MemoryIndex, read_meta
+        from services.ingest.rebuild import rebuild_index, swap_in
+
+        started = time.perf_counter()
+        mismatch, embedder = self._mismatch, self.embedder
+        until = int(read_meta(self.paths.memory).get("cursor_seq", "0") or 0)
+        target = self.paths.data / REBUILD_DIR
+
+        def on_event(seq: int, head: int) -> None:
+            self.readiness.details["rebuild"] = f"seq {seq} of {head}"
+            self._take_requests()  # Ping says how far; recall and the rest: unavailable
+            if stop.is_set():
+                raise _Stopped
+
+        log.info("ingest.index_rebuild_started", was=mismatch.stored, now=embedder.identity, until_seq=until)
+        try:
+            handled = rebuild_index(self.paths, target, embedder=embedder, until_seq=until, on_event=on_event)
+            swap_in(self.paths, target)
+            index = MemoryIndex(self.paths.memory, embedder.dim, embedder=embedder.identity)
+        except _Stopped:
+            shutil.rmtree(target, ignore_errors=True)  # the old index is still in place
+            return
+        except Exception as exc:
+            log.exception("ingest.index_rebuild_failed")
+            shutil.rmtree(target, ignore_errors=True)
+            self._degrade(f"rebuilding the memory index for {embedder.identity} failed "
+                          f"({type(exc).__name__}: {exc}); fix the cause, or run `circ memory rebuild`",
+                          time.perf_counter() - started)
+            return
+        self._mismatch = None
+        note = (f"rebuilt from the log for this embedder (was {mismatch.stored}): {handled} events up to seq "
+                f"{until} in {time.perf_counter() - started:.1f} s")
+        log.info("ingest.index_rebuilt", detail=note)
+        self._activate(index, started, {"index": note})
 
     def _handle_event(self, env: Envelope) -> None:
         from services.ingest.forget import apply_forgotten
@@ -136,15 +282,27 @@ class IngestServer:
         watcher.start()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
-        poller.register(self.consumer.doorbell, zmq.POLLIN)
+        doorbell = None
         behind = True
         last_catch_up = 0.0
         while not stop.is_set():
-            ready = dict(poller.poll(0 if behind else POLL_TIMEOUT_MS))
+            if self.core is None:
+                if self._mismatch is not None:
+                    self._rebuild(stop)
+                    continue
+                if time.monotonic() >= self._next_attempt:
+                    self._attempt()
+                    continue
+            if self.consumer is not None and doorbell is None:
+                doorbell = self.consumer.doorbell
+                poller.register(doorbell, zmq.POLLIN)
+            ready = dict(poller.poll(0 if behind and self.consumer is not None else POLL_TIMEOUT_MS))
             if self.router in ready:
                 self._take_requests()
-            rang = self.consumer.doorbell in ready and self.consumer.drain_doorbell()
+            rang = doorbell is not None and doorbell in ready and self.consumer.drain_doorbell()
             self._import_waiting_files()
+            if self.consumer is None:
+                continue
             if behind or rang or time.monotonic() - last_catch_up > IDLE_CATCH_UP_S:
                 last_catch_up = time.monotonic()
                 try:
@@ -153,7 +311,8 @@ class IngestServer:
                     log.warning("ingest.eventlog_unavailable", error=str(exc))
                     behind = False
                     time.sleep(0.2)
-        self.core.index.save()
+        if self.core is not None:
+            self.core.index.save()
 
     def _take_requests(self) -> None:
         while True:
@@ -187,8 +346,25 @@ class IngestServer:
 
         match request:
             case Ping(request_id=rid):
-                self.readiness.details["cursor_seq"] = str(self.core.cursor)
+                if self.core is not None:
+                    self.readiness.details["cursor_seq"] = str(self.core.cursor)
                 return self.readiness.pong(rid)
+            case ImportFile(path=path, request_id=rid):  # only appends to the log: works without an embedder
+                from services.ingest.importer import import_file
+
+                source = Path(path)
+                if not source.is_file():
+                    return ErrorReply(code="bad_request", request_id=rid,
+                                      message=f"{path} is not a readable file")
+                result = import_file(source, self.paths, self.append_many, move=False)
+                if result.error:
+                    return ErrorReply(code="bad_request", request_id=rid, message=result.error)
+                return ImportResult(request_id=rid, file=result.file, turns=result.turns,
+                                    first_seq=result.first_seq, last_seq=result.last_seq)
+        if self.core is None:
+            return ErrorReply(code="unavailable", request_id=getattr(request, "request_id", ""),
+                              message=f"ingest is not ready: {self.problem or 'still starting; try again shortly'}")
+        match request:
             case Recall(query=query, k=k, min_score=min_score, request_id=rid):
                 if not query.strip():
                     return ErrorReply(code="bad_request", request_id=rid, message="recall needs a non-empty query")
@@ -209,18 +385,6 @@ class IngestServer:
                 return MemoryStats(request_id=rid, head_seq=head, **forget.memory_stats(self.core))
             case Forget() as req:
                 return forget.forget(self.core, req, self.emit, self.log_client)
-            case ImportFile(path=path, request_id=rid):
-                from services.ingest.importer import import_file
-
-                source = Path(path)
-                if not source.is_file():
-                    return ErrorReply(code="bad_request", request_id=rid,
-                                      message=f"{path} is not a readable file")
-                result = import_file(source, self.paths, self.append_many, move=False)
-                if result.error:
-                    return ErrorReply(code="bad_request", request_id=rid, message=result.error)
-                return ImportResult(request_id=rid, file=result.file, turns=result.turns,
-                                    first_seq=result.first_seq, last_seq=result.last_seq)
         return ErrorReply(code="bad_request", message=f"unsupported request {type(request).__name__}")
 
     def _send(self, ident: bytes, reply: Any) -> None:

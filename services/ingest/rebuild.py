@@ -4,6 +4,11 @@ Replays ``chat.turn_completed`` and ``memory.forgotten`` in seq order through
 the same :class:`IngestCore` the daemon uses, without logging decisions again
 (they are already in the log). Reads the log through a read-only SQLite
 connection, so it needs no daemon.
+
+Two callers: `circ memory rebuild` (ingest stopped, the whole log), and the
+ingest daemon itself when the index on disk was built by another embedder
+than the one it loaded (up to its cursor; see services.ingest.proc). Both
+build beside ``data/memory`` and swap the result in by renaming.
 """
 
 from __future__ import annotations
@@ -24,10 +29,20 @@ PAGE = 2000
 
 
 def rebuild_index(paths: Paths, target: Path, *, embedder=None,  # noqa: ANN001
-                  progress: Callable[[int, int], None] | None = None) -> int:
-    """Build a fresh index in ``target`` from the log; return events handled."""
+                  progress: Callable[[int, int], None] | None = None, until_seq: int | None = None,
+                  on_event: Callable[[int, int], None] | None = None) -> int:
+    """Build a fresh index in ``target`` from the log; return events handled.
+
+    ``embedder``: default, the one the daemon would choose
+    (:func:`services.ingest.embed.load_embedder`); the index records it.
+    ``until_seq``: replay only up to that seq and leave the cursor there (the
+    daemon's own rebuild after an embedder switch: later turns are then
+    handled, and their decisions logged, by its consumer); default: the whole
+    log. ``progress(seq, head)`` is called after each page, ``on_event(seq,
+    head)`` after each event (it may raise to abandon the rebuild).
+    """
     from services.ingest.core import IngestCore
-    from services.ingest.embed import Embedder
+    from services.ingest.embed import load_embedder
     from services.ingest.forget import apply_forgotten
     from services.ingest.index import MemoryIndex
 
@@ -35,8 +50,8 @@ def rebuild_index(paths: Paths, target: Path, *, embedder=None,  # noqa: ANN001
         shutil.rmtree(target)
     from services.ingest.proc import load_router
 
-    index = MemoryIndex(target)
-    embedder = embedder or Embedder()
+    embedder = embedder or load_embedder()
+    index = MemoryIndex(target, embedder.dim, embedder=getattr(embedder, "identity", None))
     # The same router as the daemon, so a rebuild decides every turn the same way.
     core = IngestCore(index, embedder, router=load_router(embedder))
     codec: Codec[Envelope] = Codec(Envelope)
@@ -44,8 +59,11 @@ def rebuild_index(paths: Paths, target: Path, *, embedder=None,  # noqa: ANN001
     handled, after = 0, 0
     try:
         head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
-        while True:
+        if until_seq is not None:
+            head = min(head, until_seq)
+        while after < head:
             events, _ = replay(conn, after, PAGE, TYPES)
+            events = [e for e in events if (e.seq or 0) <= head]
             if not events:
                 break
             for stored in events:
@@ -59,9 +77,12 @@ def rebuild_index(paths: Paths, target: Path, *, embedder=None,  # noqa: ANN001
                 else:
                     core.handle(env, lambda _e: None)
                 handled += 1
+                if on_event:
+                    on_event(after, head)
             if progress:
                 progress(after, head)
-        index.set_meta("cursor_seq", str(max(after, core.cursor)))
+        cursor = until_seq if until_seq is not None else max(after, core.cursor)
+        index.set_meta("cursor_seq", str(cursor))
         index.save()
     finally:
         conn.close()
@@ -78,3 +99,19 @@ def swap_in(paths: Paths, rebuilt: Path) -> None:
     rebuilt.rename(live)
     if old.exists():
         shutil.rmtree(old)
+
+
+def recover_interrupted_swap(paths: Paths) -> str:
+    """Undo a swap_in() cut short between its two renames (no data/memory, a memory.old-* beside it).
+
+    Returns what was done ("" if nothing). The restored index is the old one:
+    whoever was rebuilding starts again.
+    """
+    live = paths.memory
+    if live.exists():
+        return ""
+    olds = sorted(live.parent.glob(f"{live.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if not olds:
+        return ""
+    olds[-1].rename(live)
+    return f"restored {live} from {olds[-1].name} (a rebuild's swap was interrupted)"

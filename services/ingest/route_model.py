@@ -20,7 +20,8 @@ classifier trained on the hand-labelled seed set ``seed/routes.jsonl`` (see
   learn it tonight. The held-out file is never looked at here.
 
 Weights are cached as ``models/router/router-<seed sha256[:12]>.npz``
-(:func:`services.common.paths.models_dir`), written atomically. A cached file
+(:func:`services.common.paths.models_dir`; ``...-chat-model.npz`` for the
+fallback embedder, whose vectors have another width), written atomically. A cached file
 is used only if it matches the seed file, the code's surface features and rule
 decisions on the seed texts, and the embedder (a probe sentence must embed to
 the stored vector); anything else retrains: ~18 s on an idle 2-core x86 CPU
@@ -299,8 +300,11 @@ def predict_proba(weights: RouterWeights, vectors: np.ndarray, texts: Sequence[s
 
 # -- persistence -------------------------------------------------------------
 
-def default_path(seed_sha256: str, directory: Path | None = None) -> Path:
-    return (directory or models_dir() / "router") / f"router-{seed_sha256[:12]}.npz"
+def default_path(seed_sha256: str, directory: Path | None = None, embedder_name: str = "minilm") -> Path:
+    """MiniLM's weights keep their original name; another embedder's (the chat-model
+    fallback) get their own file, so switching embedders does not retrain both back and forth."""
+    suffix = "" if embedder_name == "minilm" else f"-{embedder_name}"
+    return (directory or models_dir() / "router") / f"router-{seed_sha256[:12]}{suffix}.npz"
 
 
 def save(weights: RouterWeights, path: Path) -> Path:
@@ -400,7 +404,7 @@ def load_or_train(embedder: EmbedderLike, *, seed_path: Path = SEED_FILE, cache_
     started = time.perf_counter()
     seed_sha = file_sha256(seed_path)
     examples = load_examples(seed_path)
-    path = default_path(seed_sha, cache_dir)
+    path = default_path(seed_sha, cache_dir, getattr(embedder, "name", "minilm"))
     why = "no cached weights"
     if path.is_file():
         try:
