@@ -35,8 +35,8 @@ scores 0):
   what redaction alone costs.
 - ``route_only``: raw texts, but only the turns ``pipeline`` kept for recall
   (rag/both, after dedupe): what routing alone costs.
-- ``pipeline_raw_query``: the pipeline's index, the query *not* redacted:
-  whether redacting the query helps once the memories are redacted.
+- ``pipeline_without_names``: the pipeline's index and recall without the
+  keyed name hashes (services/ingest/names.py): what recall by name adds.
 
 Splits: ``person_by_name`` (asks about a person by name) vs ``other``, the
 category x by cells, and ``query_redacted`` (the redactor changed the query:
@@ -67,6 +67,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import random  # noqa: E402
+import secrets  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -215,9 +216,10 @@ def run_pipeline(turns: list[tuple[str, str, str | None]], queries: list[dict[st
     from protocol.events import MemoryStored
     from services.ingest.core import RECALL_ROUTES, IngestCore
     from services.ingest.index import MemoryIndex
+    from services.ingest.names import NameKeys
 
     index = MemoryIndex(directory, embedder.dim, embedder=embedder.identity)
-    core = IngestCore(index, embedder, router=router)
+    core = IngestCore(index, embedder, router=router, names=NameKeys(secrets.token_bytes(32)))
     events: list[Any] = []
     rnd = random.Random(seed + 11)
     fact_outcome: dict[str, Any] = {}
@@ -239,7 +241,7 @@ def run_pipeline(turns: list[tuple[str, str, str | None]], queries: list[dict[st
     ingest_s = time.perf_counter() - started
     progress(f"pipeline: ingested {len(turns)} turns in {ingest_s:.1f} s")
 
-    ranks, embed_ms, search_ms, raw_query_ranks, misses, right_scores = [], [], [], [], [], []
+    ranks, embed_ms, search_ms, no_name_ranks, misses, right_scores = [], [], [], [], [], []
     wrong_top_scores: list[float] = []
     at_chat_min_score: list[bool] = []
     chat_min = _chat_min_score()
@@ -263,15 +265,16 @@ def run_pipeline(turns: list[tuple[str, str, str | None]], queries: list[dict[st
                            f"{fact_outcome[q['fact']]['event']} {fact_outcome[q['fact']]['reason']})",
                            "expected_route": fact_outcome[q["fact"]]["route"],
                            "top1": memories[0].text[:160], "top1_score": memories[0].score})
-        # Diagnostic: same index and route filter, the query not redacted.
-        vector = embedder.embed([q["text"]])[0]
-        hits = [h for h in index.search(vector, K * 4) if h.record.route in RECALL_ROUTES][:K]
-        raw_query_ranks.append(rank_of(target, [h.memory_id for h in hits]))
+        # Baseline in the same run: the same index and recall, without the keyed name hashes.
+        names, core.names = core.names, None
+        plain, _, _ = core.recall(q["text"], K, min_score=0.0)
+        core.names = names
+        no_name_ranks.append(rank_of(target, [m.memory_id for m in plain]))
     stats = index.stats()
     index.close()
     outcomes = Counter((o["event"], o["route"]) for o in fact_outcome.values())
     return {
-        "ranks": ranks, "raw_query_ranks": raw_query_ranks, "kept_seqs": kept_seqs,
+        "ranks": ranks, "no_name_ranks": no_name_ranks, "kept_seqs": kept_seqs,
         "ingest_s": round(ingest_s, 2), "memories": stats["memories"], "by_route": stats["by_route"],
         "distractors_recallable": len(kept_seqs) - sum(1 for o in fact_outcome.values() if o["recallable"]),
         "facts_recallable": sum(1 for o in fact_outcome.values() if o["recallable"]),
@@ -433,7 +436,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     variants = {"pipeline": pipe["ranks"], "raw": raw["ranks"], "redact_only": red["ranks"],
-                "route_only": route["ranks"], "pipeline_raw_query": pipe["raw_query_ranks"]}
+                "route_only": route["ranks"], "pipeline_without_names": pipe["no_name_ranks"]}
     def cell(ranks: list[int | None], name: str) -> dict[str, Any]:
         return summarise([r for q, r in zip(queries, ranks, strict=True) if group(q) == name], ci=True)
 
@@ -446,7 +449,7 @@ def main() -> None:
                                     for metric in ("recall_at_1", "recall_at_5", "mrr_at_5")}
                              for name, r in variants.items() if name != "raw"}
     result["splits"] = {name: splits(queries, r) for name, r in variants.items()}
-    result["pipeline"] = {k: v for k, v in pipe.items() if k not in ("ranks", "raw_query_ranks", "kept_seqs", "misses")}
+    result["pipeline"] = {k: v for k, v in pipe.items() if k not in ("ranks", "no_name_ranks", "kept_seqs", "misses")}
     result["pipeline"]["misses_at_rank_1"] = len(pipe["misses"])
     result["pipeline"]["first_misses"] = pipe["misses"][: args.show_misses]
     result["memories"] = {"pipeline": pipe["memories"], "raw": raw["memories"], "redact_only": red["memories"],
@@ -458,6 +461,8 @@ def main() -> None:
         "raw": {k: result["headline"]["raw"]["all"][k] for k in ("recall_at_1", "recall_at_5", "mrr_at_5")},
         "pipeline": {k: result["headline"]["pipeline"]["all"][k]
                      for k in ("recall_at_1", "recall_at_5", "mrr_at_5")},
+        "pipeline_without_names": {k: result["headline"]["pipeline_without_names"]["all"][k]
+                                   for k in ("recall_at_1", "recall_at_5", "mrr_at_5")},
         "query_embed_ms": {k: raw["timing"]["embed_ms"][k] for k in ("p50", "p90", "mean")},
         "memories_embedded_per_s": round(raw["memories"] / raw["build_s"], 1) if raw["build_s"] else None,
     }

@@ -31,12 +31,15 @@ class Recall(_Msg, tag="recall", kw_only=True):
 
 class RecalledMemory(msgspec.Struct, frozen=True, kw_only=True):
     memory_id: str
+    # Cosine similarity to the query, plus a bonus (ingest's NAME_MATCH_BONUS) when
+    # ``name_match``: the memory mentions a name the query names (matched by keyed hash).
     score: float
     text: str
     turn_seq: int
     ts: float
     route: str
     session_id: str = ""
+    name_match: bool = False
 
 
 class Recalled(_Msg, tag="recalled", kw_only=True):

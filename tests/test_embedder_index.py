@@ -147,3 +147,28 @@ def test_an_interrupted_swap_is_undone(logged: Paths) -> None:
     logged.memory.rename(logged.memory.with_name("memory.old-123"))  # cut between swap_in's two renames
     assert "memory.old-123" in recover_interrupted_swap(logged)
     assert (logged.memory / "marker").read_text() == "old index"
+
+
+def test_an_index_from_before_name_keys_is_rebuilt_by_ingest(tmp_path: Path) -> None:
+    import sqlite3
+
+    with MemoryIndex(tmp_path / "full", dim=8, embedder="a:v1") as index:
+        index.add([_record(1)], _unit(1, 8))
+    with MemoryIndex(tmp_path / "empty", dim=8, embedder="a:v1"):
+        pass
+    for name in ("full", "empty"):  # what an index looked like before format 2
+        conn = sqlite3.connect(tmp_path / name / "memories.db")
+        conn.execute("DELETE FROM meta WHERE key = 'index.format'")
+        conn.execute("DROP TABLE memory_names")
+        conn.commit()
+        conn.close()
+    # Memories without name keys: the daemon (which names its embedder) must rebuild it.
+    with pytest.raises(EmbedderMismatch, match=r"index format 1") as caught:
+        MemoryIndex(tmp_path / "full", dim=8, embedder="a:v1")
+    assert caught.value.wanted == "a:v1"
+    with MemoryIndex(tmp_path / "full", dim=8) as index:  # tools still read it
+        assert index.get("m1.0") is not None
+    assert read_meta(tmp_path / "full").get("index.format") is None, "a tool must not mark it current"
+    # Nothing in it to key: simply current.
+    with MemoryIndex(tmp_path / "empty", dim=8, embedder="a:v1") as index:
+        assert index.get_meta("index.format") == "2"

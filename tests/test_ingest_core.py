@@ -152,3 +152,72 @@ def test_forget_removes_the_memory_and_names_its_turn(core):
     assert result.event_seq > 0
     assert core.index.get(stored.memory_ids[0]) is None
     assert all("blue door" not in m.text for m in core.recall("locker code", k=5)[0])
+
+
+# -- recall by name, without the name in the index (services/ingest/names.py) --------------------
+
+@pytest.fixture
+def named_core(tmp_path, embedder):
+    from services.ingest.core import IngestCore
+    from services.ingest.index import MemoryIndex
+    from services.ingest.names import NameKeys
+
+    index = MemoryIndex(tmp_path / "memory")
+    yield IngestCore(index, embedder, names=NameKeys.open(tmp_path / "keys"))
+    index.close()
+
+
+FILLER = ["My brother works as a paramedic in Leeds.", "My neighbour is a veterinarian who loves cats.",
+          "My coworker always brings homemade pierogi on Fridays.", "My aunt lives on a farm with three goats.",
+          "My friend plays cello in a community orchestra.", "My cousin is getting married in Porto.",
+          "My accountant files my taxes every April."]
+
+
+def test_a_redacted_name_is_recalled_by_name_and_stored_nowhere(named_core, tmp_path):
+    log = Log()
+    for text in FILLER:
+        handle(named_core, log, text)
+    told = handle(named_core, log, "My godson Maximilian loves dinosaurs, especially the triceratops.")
+    assert isinstance(told, MemoryStored) and told.redactions.get("name") == 1
+    stored = named_core.index.get(told.memory_ids[0])
+    assert stored.text == "My godson [NAME] loves dinosaurs, especially the triceratops."
+
+    memories, _, _ = named_core.recall("What is Maximilian obsessed with?", k=3)
+    assert memories[0].memory_id == told.memory_ids[0] and memories[0].name_match, memories
+    # The one [NAME] is shown as the query spells it: nothing the user did not just type.
+    assert memories[0].text == "My godson Maximilian loves dinosaurs, especially the triceratops."
+    assert not [m for m in memories[1:] if m.name_match]
+    # The same index without the keys finds it only by meaning (or not at all): the keys did it.
+    names, named_core.names = named_core.names, None
+    plain, _, _ = named_core.recall("What is Maximilian obsessed with?", k=3)
+    named_core.names = names
+    assert not any(m.name_match for m in plain)
+    assert all(m.score < memories[0].score for m in plain)
+
+    # Two placeholders: which one is meant is unknown, so the text stays as stored.
+    two = handle(named_core, log, "My aunt Ingrid and her husband Maximilian moved to Bergen.")
+    both = [m for m in named_core.recall("Where does Ingrid live?", k=5)[0] if m.memory_id == two.memory_ids[0]]
+    assert both and both[0].name_match and both[0].text == "My aunt [NAME] and her husband [NAME] moved to Bergen."
+
+    # Neither a name nor an unkeyed hash of it is written anywhere under the index or the key dir.
+    import hashlib
+
+    named_core.index.save()
+    for needle in ("Maximilian", "maximilian", "Ingrid", hashlib.sha256(b"maximilian").hexdigest()[:16]):
+        for path in tmp_path.rglob("*"):
+            if path.is_file():
+                assert needle.encode() not in path.read_bytes(), (needle, path)
+
+
+def test_forget_drops_the_name_keys_too(named_core):
+    from services.ingest.forget import forget
+
+    log = Log()
+    for text in FILLER:
+        handle(named_core, log, text)
+    told = handle(named_core, log, "My sister Anna's birthday is March 14th.")
+    assert named_core.recall("When is Anna's birthday?", k=1)[0][0].name_match
+    forget(named_core, Forget(memory_ids=list(told.memory_ids)), log.emit)
+    rows = named_core.index._db.execute("SELECT COUNT(*) FROM memory_names").fetchone()[0]
+    assert rows == 0  # the filler names nobody; Anna's keys left with her memory
+    assert not [m for m in named_core.recall("When is Anna's birthday?", k=5)[0] if m.name_match]

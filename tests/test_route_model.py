@@ -162,8 +162,15 @@ def test_abstains_to_both_below_the_threshold() -> None:
     # p(lora) = 0.5 exactly: below 0.55 abstain, above 0.45 trust it.
     half = [np.log(3.0), 0.0, 0.0, 0.0]
     assert rm.LearnedRouter(constant_weights(half, 0.55))(OPEN_TEXT, vector).route == "both"
-    confident = rm.LearnedRouter(constant_weights(half, 0.55), threshold=0.45)(OPEN_TEXT, vector)
-    assert confident.route == "lora" and confident.reason == "classifier: lora (p=0.50)"
+    trusted = rm.LearnedRouter(constant_weights(half, 0.55), threshold=0.45)(OPEN_TEXT, vector)
+    # ... but not for a route recall never sees: lora and skip need UNRECALLABLE_MIN_P (0.6).
+    assert trusted.route == "both" and trusted.reason.startswith("classifier: lora (p=0.50) is below 0.6")
+    half_rag = [0.0, np.log(3.0), 0.0, 0.0]
+    rag = rm.LearnedRouter(constant_weights(half_rag, 0.55), threshold=0.45)(OPEN_TEXT, vector)
+    assert rag.route == "rag" and rag.reason == "classifier: rag (p=0.50)"
+    sure = [np.log(9.0), 0.0, 0.0, 0.0]  # p(lora) = 0.75
+    confident = rm.LearnedRouter(constant_weights(sure, 0.55))(OPEN_TEXT, vector)
+    assert confident.route == "lora" and confident.reason == "classifier: lora (p=0.75)"
 
 
 @pytest.mark.parametrize(("text", "route", "reason"), [
@@ -230,3 +237,15 @@ def test_heldout_accuracy_of_the_shipped_router(embedder) -> None:  # noqa: ANN0
         assert [reloaded(t, v) for t, v in zip(texts, vectors, strict=True)] == [router(t, v) for t, v in zip(texts, vectors, strict=True)]
     print(f"held-out accuracy {accuracy:.3f} (rules {rules:.3f}); router {router.info['source']} "
           f"in {router.info['seconds']} s; test {time.perf_counter() - started:.1f} s")
+
+
+@pytest.mark.parametrize("text", [
+    "My mentor Hollis taught me to always write the tests before the code.",
+    "My therapist suggested I keep a gratitude journal.",
+    "My piano teacher says I should practise scales for twenty minutes a day.",
+])
+def test_what_someone_in_the_users_life_said_is_recallable(text: str) -> None:
+    # Advice reads like a style instruction (the classifier had said `lora`), but it is a fact
+    # about a person the user may ask about: the rules keep it for recall and training.
+    decision = rule_route(text)
+    assert decision is not None and decision.route == "both", decision

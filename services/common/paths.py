@@ -42,6 +42,11 @@ class Paths:
         return self.data / "memory"
 
     @property
+    def keys(self) -> Path:
+        """Secrets ingest derives state with (services/ingest/names.py); not part of the index."""
+        return self.data / "keys"
+
+    @property
     def logs(self) -> Path:
         return self.data / "logs"
 

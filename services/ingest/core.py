@@ -27,6 +27,7 @@ from typing import Any
 from protocol.envelope import Envelope, new_envelope
 from protocol.events import ChatTurnCompleted, MemoryFailed, MemorySkipped, MemoryStored
 from protocol.ingest_api import MAX_RECALL_K, MemoryInfo, RecalledMemory
+from services.ingest.names import NameKeys, restore_name
 from services.ingest.redact import redact
 from services.ingest.route import RouteDecision, apply_opt_outs, route_default
 from services.ingest.tags import find_tags, strip_tags
@@ -34,6 +35,9 @@ from services.ingest.tags import find_tags, strip_tags
 CURSOR_KEY = "cursor_seq"
 RECALL_ROUTES = ("rag", "both")
 NEAR_DUPLICATE_COSINE = 0.97
+# A memory that mentions a name the query names ranks this much above its cosine similarity
+# (services/ingest/names.py; chosen on bench/bench_retrieval.py, see README "Memory").
+NAME_MATCH_BONUS = 0.3
 MAX_TURN_CHARS = 32_000
 
 # Emits an event to the log and returns only once it is committed.
@@ -66,11 +70,13 @@ class IngestCounters:
 
 class IngestCore:
     def __init__(self, index: Any, embedder: Any, *, router: Callable[[str, Any], RouteDecision] | None = None,
-                 chunker: Callable[[str], list[str]] | None = None) -> None:
+                 chunker: Callable[[str], list[str]] | None = None, names: NameKeys | None = None) -> None:
+        """``names``: hash redacted names for recall by name (None: recall by meaning only)."""
         from services.ingest.index import chunk_text
 
         self.index = index
         self.embedder = embedder
+        self.names = names
         self.router = router or (lambda text, _vector: route_default(text))
         self.chunker = chunker or chunk_text
         self.counters = IngestCounters()
@@ -116,7 +122,9 @@ class IngestCore:
         if len(turn.user_text) > MAX_TURN_CHARS:
             raise _StageError("route", f"turn of {len(turn.user_text)} characters exceeds {MAX_TURN_CHARS}")
         started = time.perf_counter()
-        redaction = redact(strip_tags(turn.user_text))
+        clean = strip_tags(turn.user_text)
+        redaction = redact(clean)
+        names = self.names.from_spans(clean, redaction.spans) if self.names is not None else []
         self.counters.redact_s += time.perf_counter() - started
         text, counts = redaction.text, dict(redaction.counts)
 
@@ -147,7 +155,8 @@ class IngestCore:
                                      redactions=counts, duplicate_of=duplicate.memory_id), [], None
         records = [MemoryRecord(memory_id=memory_id(seq, i), seq=seq, chunk=i, session_id=turn.session_id,
                                 ts=ts, route=route, tags=tags, text=chunk,
-                                text_sha256=normalized_sha(text) if i == 0 else normalized_sha(chunk))
+                                text_sha256=normalized_sha(text) if i == 0 else normalized_sha(chunk),
+                                names=names)
                    for i, chunk in enumerate(chunks)]
         event = MemoryStored(turn_seq=seq, memory_ids=[r.memory_id for r in records], route=route,
                              score=round(decision.score, 4), reason=reason, session_id=turn.session_id,
@@ -163,13 +172,22 @@ class IngestCore:
         # "[NAME]" query matches every memory with a redacted name; measured
         # by bench/bench_retrieval.py).
         vector = self.embedder.embed([query])[0]
+        named = self.names.query_words(query) if self.names is not None else {}
         embedded = time.perf_counter()
-        hits = self.index.search(vector, k * 4)
+        # Candidates: the nearest by meaning, and every memory that mentions a name the query
+        # names (redacted in the memory, so invisible to the embedder); the latter rank higher
+        # and show the name as the query spells it (services/ingest/names.py).
+        found: dict[str, tuple[float, list[str], Any]] = {
+            h.memory_id: (float(h.score), [], h) for h in self.index.search(vector, k * 4)}
+        for h, keys in self.index.search_names(vector, sorted(named)) if named else []:
+            words = sorted({named[key] for key in keys}, key=query.find)  # as the query orders them
+            found[h.memory_id] = (float(h.score) + NAME_MATCH_BONUS, words, h)
+        ranked = sorted(found.values(), key=lambda item: (-item[0], item[2].record.seq, item[2].record.chunk))
         memories = [
-            RecalledMemory(memory_id=h.memory_id, score=round(float(h.score), 4), text=h.record.text,
+            RecalledMemory(memory_id=h.memory_id, score=round(score, 4), text=restore_name(h.record.text, words),
                            turn_seq=h.record.seq, ts=h.record.ts, route=h.record.route,
-                           session_id=h.record.session_id)
-            for h in hits if h.record.route in RECALL_ROUTES and float(h.score) >= min_score
+                           session_id=h.record.session_id, name_match=bool(words))
+            for score, words, h in ranked if h.record.route in RECALL_ROUTES and score >= min_score
         ][:k]
         done = time.perf_counter()
         return memories, (embedded - started) * 1000, (done - embedded) * 1000

@@ -53,6 +53,10 @@ VECTORS_NAME = "vectors.usearch"
 UNRECORDED_EMBEDDER = "minilm:all-MiniLM-L6-v2"
 EMBEDDER_KEY = "index.embedder"
 DIM_KEY = "index.dim"
+# What an index holds beyond vectors and rows. 2: keyed name hashes (memory_names). An older
+# index with memories in it is rebuilt from the log by ingest, like one of another embedder.
+FORMAT_KEY = "index.format"
+FORMAT = "2"
 
 
 class EmbedderMismatch(ValueError):
@@ -119,7 +123,16 @@ CREATE TABLE IF NOT EXISTS memories (
 CREATE INDEX IF NOT EXISTS memories_sha ON memories(text_sha256) WHERE forgotten = 0;
 CREATE INDEX IF NOT EXISTS memories_seq ON memories(seq, chunk);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Keyed hashes of the names redacted from each memory (services/ingest/names.py), never the names.
+CREATE TABLE IF NOT EXISTS memory_names (
+    name_key TEXT NOT NULL,
+    key      INTEGER NOT NULL,
+    PRIMARY KEY (name_key, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memory_names_by_memory ON memory_names(key);
 """
+# Memories found by a shared name, scored at most this many (a common name must not cost a scan).
+NAME_MATCH_LIMIT = 200
 EXACT_SEARCH_MAX = 20_000
 _COLUMNS = "memory_id, seq, chunk, session_id, ts, route, tags, text, text_sha256, forgotten"
 
@@ -137,6 +150,9 @@ class MemoryRecord(msgspec.Struct, frozen=True, kw_only=True):
     text: str = ""
     text_sha256: str = ""  # the caller's duplicate key; sha256(text) when empty
     forgotten: bool = False
+    # Keyed hashes of the names redaction took from this memory (services.ingest.names):
+    # written with it, for recall by name; records read back leave it empty.
+    names: list[str] = []
 
 
 class Hit(msgspec.Struct, frozen=True):
@@ -210,6 +226,15 @@ class MemoryIndex:
             self._db.close()
             self._db = None  # type: ignore[assignment]
             raise EmbedderMismatch(self.db_path, stored_embedder or "", int(stored_dim), embedder or "", dim)
+        stored_format = self.get_meta(FORMAT_KEY) or "1"
+        if stored_format != FORMAT and self._scalar("SELECT COUNT(*) FROM memories WHERE forgotten = 0") == 0:
+            self._set_many({FORMAT_KEY: FORMAT})  # nothing in it is missing what format 2 adds
+            stored_format = FORMAT
+        if stored_format != FORMAT and embedder is not None:
+            self._db.close()
+            self._db = None  # type: ignore[assignment]
+            raise EmbedderMismatch(self.db_path, f"{stored_embedder} (index format {stored_format})",
+                                   int(stored_dim or dim), embedder, dim)
         if stored_dim is None:
             self._set_many({DIM_KEY: str(dim), **({EMBEDDER_KEY: embedder} if embedder else {})})
         elif embedder is not None and self.get_meta(EMBEDDER_KEY) is None:
@@ -246,6 +271,10 @@ class MemoryIndex:
                 self._db.executemany(
                     "INSERT INTO memories (memory_id, key, seq, chunk, session_id, ts, route, tags, text, "
                     "text_sha256, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO memory_names (name_key, key) VALUES (?, ?)",
+                    [(name, row[1]) for row, position in zip(rows, positions, strict=True)
+                     for name in records[position].names])
                 self._write_meta(meta or {})
                 self._db.execute("COMMIT")
             except BaseException:
@@ -268,6 +297,7 @@ class MemoryIndex:
                 self._db.executemany(
                     "UPDATE memories SET forgotten = 1, text = '', text_sha256 = '', tags = '[]', "
                     "vector = NULL WHERE key = ?", [(k,) for k in keys])
+                self._db.executemany("DELETE FROM memory_names WHERE key = ?", [(k,) for k in keys])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -325,6 +355,36 @@ class MemoryIndex:
         if exclude_forgotten:
             hits = [h for h in hits if not h.record.forgotten]
         return hits
+
+    def search_names(self, vector: np.ndarray,
+                     name_keys: builtins.list[str]) -> builtins.list[tuple[Hit, builtins.list[str]]]:
+        """Live memories carrying any of ``name_keys``, scored by cosine to ``vector``, best
+        first, each with the keys it carries (sorted). At most NAME_MATCH_LIMIT memories (the
+        newest) per call.
+        """
+        if not name_keys:
+            return []
+        query = self._check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1), 1)[0]
+        keys = sorted(set(name_keys))[:500]
+        with self._lock:
+            matched: dict[int, builtins.list[str]] = {}
+            for key, name_key in self._db.execute(
+                    f"SELECT n.key, n.name_key FROM memory_names n JOIN memories m ON m.key = n.key "
+                    f"WHERE n.name_key IN ({_marks(keys)}) AND m.forgotten = 0 ORDER BY n.key DESC, n.name_key",
+                    keys):
+                if key in matched or len(matched) < NAME_MATCH_LIMIT:
+                    matched.setdefault(key, []).append(name_key)
+            ids = builtins.list(matched)
+            rows = self._db.execute(f"SELECT key, vector FROM memories WHERE key IN ({_marks(ids)})",
+                                    ids).fetchall() if ids else []
+            records = self._records_by_key(ids)
+        if not rows:
+            return []
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+        scores = matrix @ query / (np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(query)))
+        hits = [(Hit(records[row[0]].memory_id, float(score), records[row[0]]), matched[row[0]])
+                for row, score in zip(rows, scores, strict=True) if row[0] in records]
+        return sorted(hits, key=lambda pair: -pair[0].score)
 
     def find_duplicate(self, vector: np.ndarray, threshold: float = 0.97) -> Hit | None:
         """The closest live memory when its cosine similarity is at least ``threshold``."""

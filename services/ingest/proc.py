@@ -180,9 +180,10 @@ class IngestServer:
     def _activate(self, index: Any, started: float, extra: dict[str, str]) -> None:
         from services.common.consumer import EventConsumer
         from services.ingest.core import IngestCore
+        from services.ingest.names import NameKeys
 
         embedder = self.embedder
-        self.core = IngestCore(index, embedder, router=load_router(embedder))
+        self.core = IngestCore(index, embedder, router=load_router(embedder), names=NameKeys.open(self.paths.keys))
         self.consumer = EventConsumer(self.paths, "ingest", TYPES, self._handle_event, ctx=self.ctx,
                                       cursor=IndexCursor(self.core))
         self.problem = ""

@@ -45,6 +45,7 @@ def rebuild_index(paths: Paths, target: Path, *, embedder=None,  # noqa: ANN001
     from services.ingest.embed import load_embedder
     from services.ingest.forget import apply_forgotten
     from services.ingest.index import MemoryIndex
+    from services.ingest.names import NameKeys
 
     if target.exists():
         shutil.rmtree(target)
@@ -53,7 +54,7 @@ def rebuild_index(paths: Paths, target: Path, *, embedder=None,  # noqa: ANN001
     embedder = embedder or load_embedder()
     index = MemoryIndex(target, embedder.dim, embedder=getattr(embedder, "identity", None))
     # The same router as the daemon, so a rebuild decides every turn the same way.
-    core = IngestCore(index, embedder, router=load_router(embedder))
+    core = IngestCore(index, embedder, router=load_router(embedder), names=NameKeys.open(paths.keys))
     codec: Codec[Envelope] = Codec(Envelope)
     conn = connect(paths.events_db, readonly=True)
     handled, after = 0, 0

@@ -36,10 +36,21 @@ _URL = re.compile(r"https?://|www\.\w")
 _JSON = re.compile(r"^\s*[\[{].*[\]}]\s*$", re.DOTALL)
 _LOG = re.compile(r"^\s*(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}|\[\w+\]|(ERROR|WARN|INFO|DEBUG)\b)", re.MULTILINE)
 _FIRST_PERSON = re.compile(r"\b(i|i'm|im|i've|i'd|my|mine|me|we|our|we're)\b", re.IGNORECASE)
+# The people in a user's life: "my <one of these>" makes a statement about them, a fact the user
+# may ask about, so it is never routed to training only ("My mentor Hollis taught me to write the
+# tests first" had gone to `lora` on the retrieval bench, and could not be recalled).
+_PEOPLE = (r"wife|husband|partner|fianc[eé]e?|spouse|son|daughter|kids?|children|child|baby|mother|father|mom|mum"
+           r"|dad|parents?|brother|sister|siblings?|twin|grand(?:mother|father|ma|pa|parents?|son|daughter)"
+           r"|aunt|uncle|cousin|niece|nephew|godson|goddaughter|godchild|godmother|godfather|in-laws?"
+           r"|(?:mother|father|brother|sister)-in-law|step(?:mother|father|son|daughter)|friends?|best friend"
+           r"|boyfriend|girlfriend|roommate|flatmate|housemate|neighbou?r|landlord|landlady|tenant|boss|manager"
+           r"|colleague|coworker|co-worker|teammate|mentor|client|assistant|teacher|tutor|coach|trainer"
+           r"|therapist|counsell?or|doctor|dentist|vet|nurse|accountant|lawyer|hairdresser|barber|classmate"
+           r"|old classmate|piano teacher|personal trainer")
 _ABOUT_USER = re.compile(
     r"\b(my name|i live|i work|i like|i love|i hate|i prefer|i don't like|i dislike|my favou?rite"
-    r"|i'm allergic|allergic to|my (wife|husband|partner|son|daughter|mother|father|mom|dad|brother|sister"
-    r"|friend|boss|cat|dog|pet|birthday|job|team|project|deadline)|remember that|please remember|call me"
+    r"|i'm allergic|allergic to|my (" + _PEOPLE + r"|cat|dog|pet|birthday|job|team|project|deadline)"
+    r"|remember that|please remember|call me"
     r"|we moved|i moved|my address|born on|i was born)\b", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\[[A-Z_]+\]")
 

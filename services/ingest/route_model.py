@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ SEED_FILE = SEED_DIR / "routes.jsonl"
 HELDOUT_FILE = SEED_DIR / "routes_heldout.jsonl"
 FORMAT_VERSION = 1
 DEFAULT_THRESHOLD = 0.55
+# A verdict that keeps a memory out of recall (lora, skip) needs at least this confidence, else
+# "both" (chosen on the held-out set and bench/bench_retrieval.py; README "Routing").
+UNRECALLABLE_MIN_P = float(os.environ.get("CIRCADIAN_ROUTER_UNRECALLABLE_MIN_P", "0.6"))
 L2_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 THRESHOLD_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(13))  # 0.30 .. 0.90
 CV_FOLDS = 5
@@ -378,6 +382,12 @@ class LearnedRouter:
         decision = self.classify(text, vector)
         if decision.score < self.threshold:
             return RouteDecision("both", decision.score, f"classifier unsure (p={decision.score:.2f}): both")
+        if decision.route in ("lora", "skip") and decision.score < UNRECALLABLE_MIN_P:
+            # Costs are not symmetric: a wrong `both` costs an index entry, a wrong `lora` or
+            # `skip` loses the memory to recall (and `skip` to training too).
+            return RouteDecision("both", decision.score,
+                                 f"classifier: {decision.route} (p={decision.score:.2f}) is below "
+                                 f"{UNRECALLABLE_MIN_P:g} for a route that recall never sees: both")
         return decision
 
 

@@ -96,3 +96,31 @@ def test_told_fact_is_recalled_in_a_new_session_until_forgotten(instance: Instan
     assert after["recall_status"] == "ok", after
     assert not set(memory_ids) & set(after["recalled_ids"]), after
     assert ANSWER not in after["assistant_text"], after["assistant_text"]
+
+
+NAMED_FACT = "my sister Anna's birthday is October 9th"
+NAMED_QUESTION = "When is Anna's birthday?"
+NAMED_ANSWER = "October 9"
+
+
+def test_a_redacted_name_is_recalled_by_name_and_answered(instance: Instance) -> None:
+    """The redactor takes "Anna" (unlike "Mara", which it does not know): memory holds
+    "[NAME]", recall finds it by the name's keyed hash and shows the query's spelling."""
+    told = _ask(instance, NAMED_FACT)
+    decision = wait_until(lambda: _memory_of(instance, told["seq"]), STORE_TIMEOUT_S,
+                          f"ingest's decision on turn {told['seq']}", interval_s=0.2)
+    assert decision["type"] == "memory.stored" and decision["body"]["redactions"] == {"name": 1}, decision
+    [memory_id] = decision["body"]["memory_ids"]
+    shown = instance.circ("memory", "show", memory_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["text"] == "my sister [NAME]'s birthday is October 9th"
+
+    result = instance.circ("recall", NAMED_QUESTION, "--json")
+    assert result.returncode == 0, result.stderr
+    top = json.loads(result.stdout)["memories"][0]
+    assert top["memory_id"] == memory_id and top["name_match"] is True, top
+    assert top["text"] == "my sister Anna's birthday is October 9th", top
+
+    asked = _ask(instance, NAMED_QUESTION)
+    assert asked["recall_status"] == "ok" and memory_id in asked["recalled_ids"], asked
+    assert NAMED_ANSWER in asked["assistant_text"], asked["assistant_text"]
