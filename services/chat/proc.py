@@ -50,6 +50,13 @@ MAX_QUEUED_TURNS = 32
 # record instead of generating the turn (and growing the session) again.
 MAX_REMEMBERED_TURNS = 1024
 OUTBOUND = "inproc://chat-outbound"
+# After the first token the model thread waits (at most this long) until the IO thread has
+# passed the delta on. Otherwise it went straight back into mlx-lm's generate loop, whose next
+# steps hold the GIL for ~10 ms (buffer cache clearing after the prefill, the next step's
+# graph), and the IO thread waited for it: the first token reached the client 9-15 ms after
+# it was sent in about two turns of three (traced: model send -> IO receive; bench_chat's
+# "client minus chat TTFT").
+FIRST_DELTA_HANDOFF_S = 0.005
 
 
 @dataclass
@@ -58,6 +65,8 @@ class Job:
     request: SendMessage
     session_id: str
     cancelled: threading.Event = field(default_factory=threading.Event)
+    forwarded: int = 0  # frames of this job the IO thread has passed on to the client
+    progress: threading.Condition = field(default_factory=threading.Condition)
     received_at: float = field(default_factory=time.perf_counter)
 
 
@@ -205,9 +214,13 @@ class ChatServer:
             if not frame:  # end-of-job marker from the model or committer thread
                 self.active.pop(request_id, None)
                 continue
-            if not self._send_raw(ident, frame) and job is not None:
-                # The client went away (ROUTER_MANDATORY): stop generating for it.
-                job.cancelled.set()
+            delivered = self._send_raw(ident, frame)
+            if job is not None:
+                with job.progress:
+                    job.forwarded += 1
+                    job.progress.notify_all()
+                if not delivered:  # the client went away (ROUTER_MANDATORY): stop generating for it
+                    job.cancelled.set()
 
     def _send(self, ident: bytes, message: Any) -> bool:
         return self._send_raw(ident, encode(message))
@@ -370,10 +383,23 @@ class ChatServer:
         turn_request = TurnRequest(rid, job.session_id, req.message, req.max_tokens,
                                    req.temperature, req.top_p, req.system_prompt, req.recall,
                                    resume=req.session_id is not None)
+        sent = 0
+
+        def send(message: Any) -> None:
+            nonlocal sent
+            out.send(job.ident, rid, message)
+            sent += 1
+
+        def on_delta(text: str) -> None:
+            send(ChatDelta(request_id=rid, text=text))
+            if sent == 2:  # ChatStarted, then this first delta: let the IO thread pass it on now
+                with job.progress:
+                    job.progress.wait_for(lambda: job.forwarded >= sent, timeout=FIRST_DELTA_HANDOFF_S)
+
         callbacks = TurnCallbacks(
-            on_start=lambda index: out.send(job.ident, rid, ChatStarted(
+            on_start=lambda index: send(ChatStarted(
                 request_id=rid, session_id=job.session_id, turn_index=index, adapter_id=engine.adapter_id)),
-            on_delta=lambda text: out.send(job.ident, rid, ChatDelta(request_id=rid, text=text)),
+            on_delta=on_delta,
             should_cancel=job.cancelled.is_set,
         )
         try:
