@@ -84,7 +84,9 @@ def recall(paths: Paths, args: argparse.Namespace) -> int:
     if not reply.memories:
         print("no memories match.")
     for m in reply.memories:
-        print(f"{m.score:.3f}  {m.memory_id:<10} {_when(m.ts)}  [{m.route}]  {m.text}")
+        # "by name": found through a name the query names; its score includes the name bonus.
+        how = f"{m.route}, by name" if m.name_match else m.route
+        print(f"{m.score:.3f}  {m.memory_id:<10} {_when(m.ts)}  [{how}]  {m.text}")
     print(f"(embedding {reply.embed_ms:.1f} ms, search {reply.search_ms:.2f} ms)", file=sys.stderr)
     return 0
 

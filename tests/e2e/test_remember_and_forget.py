@@ -121,6 +121,10 @@ def test_a_redacted_name_is_recalled_by_name_and_answered(instance: Instance) ->
     assert top["memory_id"] == memory_id and top["name_match"] is True, top
     assert top["text"] == "my sister Anna's birthday is October 9th", top
 
+    human = instance.circ("recall", NAMED_QUESTION)
+    assert human.returncode == 0, human.stderr
+    assert f"{memory_id}" in human.stdout.splitlines()[0] and "by name]" in human.stdout.splitlines()[0], human.stdout
+
     asked = _ask(instance, NAMED_QUESTION)
     assert asked["recall_status"] == "ok" and memory_id in asked["recalled_ids"], asked
     assert NAMED_ANSWER in asked["assistant_text"], asked["assistant_text"]
