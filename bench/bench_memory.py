@@ -123,7 +123,7 @@ class MemoryBench:
 
     def run(self) -> None:
         from bench.memory.measure import Measurer, RagContext
-        from services.chat.proc import resolve_model_dir
+        from services.common.paths import resolve_model_dir
         from services.models.compute import load_for_serving
 
         progress("starting the daemons (circ up)")

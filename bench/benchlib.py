@@ -33,8 +33,8 @@ def resolve_model_or_exit(prog: str, override: str | None) -> Path:
     if override:
         # The daemons read the same override from the environment.
         os.environ["CIRCADIAN_CHAT_MODEL"] = override
-    from services.chat.proc import resolve_model_dir
     from services.common.config import ConfigError, load_config
+    from services.common.paths import resolve_model_dir
     from services.models.validate import ModelError, validate_model_dir
 
     try:

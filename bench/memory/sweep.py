@@ -29,8 +29,8 @@ preload_openblas()
 from bench.memory.measure import Measurer, Probe, false_items  # noqa: E402
 from bench.memory.night import Condition, train_condition  # noqa: E402
 from bench.memory.world import generate_world  # noqa: E402
-from services.chat.proc import resolve_model_dir  # noqa: E402
 from services.common.config import load_config  # noqa: E402
+from services.common.paths import resolve_model_dir  # noqa: E402
 from services.ingest.index import MemoryRecord  # noqa: E402
 from services.ingest.redact import redact  # noqa: E402
 from services.models.compute import load_for_serving  # noqa: E402

@@ -38,7 +38,7 @@ from services.common.config import Config
 from services.common.daemon import VERSION, Readiness, ShutdownFlag, serve_daemon
 from services.common.eventlog_client import EventlogClient
 from services.common.logging import get_logger
-from services.common.paths import Paths, models_dir
+from services.common.paths import Paths, resolve_model_dir
 from services.common.rpc import RemoteError, ServiceUnavailable
 from services.common.zmqio import bind_router
 
@@ -75,14 +75,6 @@ class Reload:
     """Ask the model thread to serve whatever adapters/current names now."""
 
     reason: str
-
-
-def resolve_model_dir(name: str) -> Path:
-    """A model setting is a path, or a name under the models directory."""
-    candidate = Path(name).expanduser()
-    if candidate.is_absolute() or candidate.exists():
-        return candidate.resolve()
-    return models_dir() / name
 
 
 def turn_msg_id(request_id: str) -> str:

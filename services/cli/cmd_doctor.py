@@ -99,11 +99,10 @@ def run(args: argparse.Namespace) -> int:
     blas = preload_openblas()  # before anything imports mlx
     import mlx.core as mx
 
-    from services.chat.proc import resolve_model_dir
     from services.cli.cmd_daemons import collect_status
     from services.common.blas import probe_gflops
     from services.common.config import load_config
-    from services.common.paths import current_paths
+    from services.common.paths import current_paths, resolve_model_dir
     from services.models.compute import current_backend
     from services.models.validate import ModelError, validate_model_dir
 

@@ -104,6 +104,14 @@ def models_dir() -> Path:
     return Path(raw).expanduser().resolve() if raw else REPO_ROOT / "models"
 
 
+def resolve_model_dir(name: str) -> Path:
+    """A model setting (``chat.model``) is a path, or a name under the models directory."""
+    candidate = Path(name).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate.resolve()
+    return models_dir() / name
+
+
 def anchor_cache_dir() -> Path:
     """Where the base models' anchor replies are cached (services.trainer.anchors); beside the models."""
     return models_dir() / ".cache" / "anchors"

@@ -180,7 +180,7 @@ class EvaluatorServer:
         return EvaluationResult(request_id=request.request_id, evaluation=evaluation)
 
     def _measure(self, request: Evaluate) -> Any:
-        from services.chat.proc import resolve_model_dir
+        from services.common.paths import resolve_model_dir
         from services.evaluator.core import Thresholds, evaluate
         from services.models.compute import load_for_serving
 

@@ -49,6 +49,7 @@ _BLAS = preload_openblas()  # before libmlx.so loads
 import mlx.core as mx  # noqa: E402
 
 from services.common.logging import get_logger  # noqa: E402
+from services.common.paths import resolve_model_dir  # noqa: E402
 from services.ingest.embed import EmbedderUnavailable  # noqa: E402
 
 log = get_logger("ingest.embed_chat")
@@ -78,16 +79,6 @@ def model_fingerprint(model_dir: Path) -> str:
             continue
         digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return digest.hexdigest()[:12]
-
-
-def resolve_model_dir(name: str) -> Path:
-    """As chat resolves its ``chat.model`` setting: a path, or a name under the models dir."""
-    from services.common.paths import models_dir
-
-    candidate = Path(name).expanduser()
-    if candidate.is_absolute() or candidate.exists():
-        return candidate.resolve()
-    return models_dir() / name
 
 
 def reference_texts() -> tuple[list[str], str]:

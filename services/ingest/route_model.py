@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +56,7 @@ FORMAT_VERSION = 1
 DEFAULT_THRESHOLD = 0.55
 # A verdict that keeps a memory out of recall (lora, skip) needs at least this confidence, else
 # "both" (chosen on the held-out set and bench/bench_retrieval.py; README "Routing").
-UNRECALLABLE_MIN_P = float(os.environ.get("CIRCADIAN_ROUTER_UNRECALLABLE_MIN_P", "0.6"))
+UNRECALLABLE_MIN_P = 0.6
 L2_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 THRESHOLD_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(13))  # 0.30 .. 0.90
 CV_FOLDS = 5

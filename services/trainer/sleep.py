@@ -226,7 +226,7 @@ class Sleep:
         a child process (under this sleep's lock), and the real build then
         looks them up. A failed pass costs variety, not the night.
         """
-        from services.chat.proc import resolve_model_dir
+        from services.common.paths import resolve_model_dir
         from services.trainer.dataset import build_dataset
         from services.trainer.paraphrase import ProposalCache, collect_requests, write_requests
         from services.trainer.runner import run_paraphraser
@@ -277,7 +277,7 @@ class Sleep:
                            anchor_share=t.anchor_share)
 
     def _train(self, manifest: dict) -> None:
-        from services.chat.proc import resolve_model_dir
+        from services.common.paths import resolve_model_dir
         from services.trainer.runner import run_worker
 
         staging = self.store.stage(self.state.adapter_id)
