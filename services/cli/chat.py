@@ -57,7 +57,18 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from services.cli.chat_client import ChatClient
+    from services.cli.flags import resolve_with_flags
+    from services.common.config import ConfigError
     from services.common.rpc import RemoteError, ServiceUnavailable
+
+    try:
+        # Flags override chat's configuration for this client's turns; checked by the same rules.
+        resolve_with_flags({"chat.max_tokens": ("--max-tokens", args.max_tokens),
+                            "chat.temperature": ("--temperature", args.temperature),
+                            "chat.system_prompt": ("--system", args.system)})
+    except ConfigError as exc:
+        print(f"circ-chat: {exc}", file=sys.stderr)
+        return 2
 
     paths = current_paths()
     client = ChatClient(paths)

@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
 def _head_seq(paths: Paths) -> int:
     from services.eventlog.store import connect
 
+    if not paths.events_db.exists():
+        return 0  # nothing logged yet (never started): the trainer's answer says what to do
     conn = connect(paths.events_db, readonly=True)
     try:
         return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
@@ -75,7 +77,10 @@ def _head_seq(paths: Paths) -> int:
 def sleep(paths: Paths, args: argparse.Namespace) -> int:
     from protocol.envelope import new_id
     from protocol.trainer_api import StartSleep
+    from services.cli.flags import resolve_with_flags
 
+    # The flag overrides trainer.steps for this sleep; checked by the config's own rules.
+    resolve_with_flags({"trainer.steps": ("--steps", args.steps)})
     start_seq = _head_seq(paths)
     client = _trainer(paths)
     try:

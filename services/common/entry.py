@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,12 @@ from services.common.config import Config, ConfigError, load_config
 from services.common.daemon import AlreadyRunning
 from services.common.logging import configure_logging, get_logger
 from services.common.paths import Paths, current_paths
+
+# supervisord (etc/supervisord.conf: startsecs=1, exitcodes=2, autorestart=unexpected) honours
+# an exit code only from a process that stayed up past startsecs; a quicker exit is a failed
+# start it retries until FATAL. A bad config waits this long so its exit 2 is final.
+CONFIG_ERROR_HOLD_S = 1.5
+CONFIG_ERROR_EXIT = 2
 
 
 def announce_failure(paths: Paths, service: str, exc: BaseException) -> None:
@@ -54,7 +61,10 @@ def run_service(service: str, run: Callable[[Paths, Config], int], argv: list[st
         config = load_config()
     except ConfigError as exc:
         print(f"{service}: {exc}", file=sys.stderr)
-        return 2
+        if os.environ.get("SUPERVISOR_ENABLED"):
+            announce_failure(current_paths(), service, exc)  # `circ status` shows the last event
+            time.sleep(CONFIG_ERROR_HOLD_S)
+        return CONFIG_ERROR_EXIT
     configure_logging(service, config.log_level)
     log = get_logger(service)
     paths = current_paths()

@@ -53,7 +53,7 @@ EVALUATION_TIMEOUT_S = 3600.0
 class TrainerServer:
     def __init__(self, paths: Paths, config: Config, ctx: zmq.Context | None = None) -> None:
         from services.trainer.adapters import AdapterStore
-        from services.trainer.schedule import parse_window
+        from services.trainer.schedule import NightLedger, parse_window
 
         self.paths = paths
         self.config = config
@@ -67,7 +67,10 @@ class TrainerServer:
         self.sleep_thread: threading.Thread | None = None
         self.sleep_state: Any = None
         self.stop = ShutdownFlag()
-        self.last_window_sleep: dt.date | None = None
+        # The night of the last scheduled sleep, on disk: a restart or a rejected night inside the
+        # window must not sleep again that night.
+        self.nights = NightLedger(paths.state / "trainer-schedule.json")
+        self.idle_slept_after: float | None = None  # the last turn's ts when an idle sleep began
 
     def emit_from(self, client: EventlogClient, body: Any) -> int:
         return client.append([new_envelope(body, source="trainer")], retry_s=30.0).seqs[0]
@@ -89,6 +92,7 @@ class TrainerServer:
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + SCHEDULE_CHECK_S
                 self._maybe_sleep()
+                self._check_disk()
         if self.sleep_thread is not None:
             self.sleep_thread.join(timeout=30)  # the worker is told to stop through should_stop
 
@@ -157,7 +161,8 @@ class TrainerServer:
     def _state(self) -> str:
         return self.sleep_state.state if self._sleeping() and self.sleep_state else "idle"
 
-    def _start_sleep(self, trigger: str, steps: int | None) -> Any:
+    def _start_sleep(self, trigger: str, steps: int | None, night: dt.date | None = None) -> Any:
+        """Start a sleep on its own thread; ``night``: the scheduled night it is for, if any."""
         from services.trainer.sleep import Sleep, SleepState, new_sleep_ids
 
         sleep_id, adapter_id = new_sleep_ids(self.store)
@@ -174,6 +179,16 @@ class TrainerServer:
                               should_stop=self.stop.is_set, steps=steps)
                 verdict = sleep.run()
                 log.info("trainer.sleep_done", sleep_id=sleep_id, verdict=verdict)
+                # Alerts and the morning report; guarded inside: they never change the night.
+                from services.trainer.morning import after_night_in_background
+
+                after_night_in_background(self.paths, self.config, state, verdict,
+                                          emit=self._emit_on_own_client)
+                # The night is spent once it has a verdict, promoted, rejected or failed (no retry
+                # loop inside the window). Not when we were asked to stop: a restart inside the
+                # window resumes that night from its checkpoints.
+                if night is not None and not self.stop.is_set():
+                    self.nights.record(night)
             finally:
                 client.close()
                 evaluator.close()
@@ -197,33 +212,51 @@ class TrainerServer:
         since = int(self.store.show(current).get("dataset", {}).get("max_seq", 0)) if current else 0
         return len(trainable_memories(self.paths.memory, after_seq=since))
 
-    def _idle_s(self) -> float | None:
+    def _last_turn_ts(self) -> float | None:
         try:
             conn = sqlite3.connect(f"file:{self.paths.events_db}?mode=ro", uri=True, timeout=2)
             last = conn.execute("SELECT MAX(ts) FROM events WHERE type = 'chat.turn_completed'").fetchone()[0]
             conn.close()
         except sqlite3.Error:
             return None
-        return None if last is None else time.time() - last
+        return last
 
     def _maybe_sleep(self) -> None:
         from services.trainer.schedule import sleep_trigger
 
         if self._sleeping():
             return
-        now = dt.datetime.now()
+        now = dt.datetime.now().astimezone()  # aware local time: DST changes keep their meaning
         try:
+            last_turn = self._last_turn_ts()
+            # One idle sleep per idle spell: a rejected one must not start again until the user
+            # has said something new.
+            idle_s = None if last_turn is None or last_turn == self.idle_slept_after else time.time() - last_turn
             trigger = sleep_trigger(now=now, window=self.window, new_memories=self._new_trainable(),
-                                    min_new=self.config.trainer.min_new_memories, idle_s=self._idle_s(),
+                                    min_new=self.config.trainer.min_new_memories, idle_s=idle_s,
                                     idle_minutes=self.config.trainer.idle_minutes,
-                                    slept_in_window=self.last_window_sleep == now.date())
+                                    last_night=self.nights.last_night())
         except Exception as exc:
             log.warning("trainer.schedule_check_failed", error=str(exc))
             return
+        if trigger == "idle":
+            self.idle_slept_after = last_turn
         if trigger is not None:
-            if trigger == "schedule":
-                self.last_window_sleep = now.date()
-            self._start_sleep(trigger, None)
+            night = self.window.opened_on(now) if trigger == "schedule" and self.window else None
+            self._start_sleep(trigger, None, night=night)
+
+    def _emit_on_own_client(self, body: Any) -> int:
+        """Emit from any thread: a socket of its own (ZeroMQ sockets are not thread-safe)."""
+        client = EventlogClient(self.paths, ctx=self.ctx)
+        try:
+            return self.emit_from(client, body)
+        finally:
+            client.close()
+
+    def _check_disk(self) -> None:
+        from services.trainer.morning import check_disk
+
+        check_disk(self.paths, self.config, emit=lambda b: self.emit_from(self.log_client, b))
 
     def _status(self, rid: str) -> TrainerStatus:
         from services.common.heavylock import HeavyRunLock

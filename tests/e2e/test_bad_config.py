@@ -7,7 +7,9 @@ dig the reason out of a log file.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 
 from services.common.paths import models_dir
 
-from .harness import Instance, base_env
+from .harness import Instance, base_env, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -93,3 +95,45 @@ def test_up_with_a_truncated_model_names_the_file(fresh_home: Instance) -> None:
     assert str(weights) in line
     assert "truncated" in line
     assert "circ model install" in line
+
+
+@pytest.mark.parametrize(("variable", "value", "key"), [
+    ("CIRCADIAN_TRAINER_RANK", "0", "trainer.rank"),
+    ("CIRCADIAN_TRAINER_WINDOW", "23:00-25:00", "trainer.window"),
+    ("CIRCADIAN_EVALUATOR_MAX_FALSE_RECALL", "1.5", "evaluator.max_false_recall"),
+])
+def test_up_refuses_a_value_that_would_fail_only_at_night(fresh_home: Instance, variable: str, value: str,
+                                                          key: str) -> None:
+    """A key the trainer or evaluator reads at 02:00 is checked by `circ up`, before anything starts."""
+    fresh_home.env = base_env(fresh_home.home, **{variable: value})
+    line = _up_fails(fresh_home)
+    assert line.startswith(f"circ: the environment variable {variable}: {key} = {value!r}"), line
+    assert "default" in line
+
+
+def test_a_daemon_restarted_into_a_bad_config_stops_once_instead_of_looping(fresh_home: Instance) -> None:
+    """The config is edited while running, then the trainer dies: it exits 2 with one line, and stays down.
+
+    supervisord restarts a daemon after a crash, but not after exit 2 (a bad config): restarting
+    would fail the same way until FATAL. `circ status` shows it EXITED; nothing else is disturbed.
+    """
+    config = fresh_home.home / "circadian.toml"
+    config.write_text("[trainer]\nrank = 8\n")
+    fresh_home.env = base_env(fresh_home.home, CIRCADIAN_CONFIG=str(config))
+    fresh_home.up()
+    old_pid = fresh_home.pid("trainer")
+    config.write_text("[trainer]\nrank = 0\n")
+    os.kill(old_pid, signal.SIGKILL)
+
+    def exited() -> bool:
+        state = fresh_home.procs().get("trainer")
+        return state is not None and state.state == "EXITED"
+
+    wait_until(exited, 60, "the trainer to exit on its bad config")
+    time.sleep(5)  # past supervisord's backoff: a restart loop would show STARTING/BACKOFF/FATAL now
+    assert fresh_home.procs()["trainer"].state == "EXITED"
+    log = (fresh_home.paths.logs / "trainer.log").read_text()
+    assert f"trainer: {config}: trainer.rank = 0: Expected `int` >= 1" in log
+    assert fresh_home.procs()["chat"].state == "RUNNING"
+    status = fresh_home.circ("status", timeout_s=120)
+    assert "trainer" in status.stdout and "EXITED" in status.stdout, status.stdout
