@@ -426,7 +426,9 @@ def score(samples: list[Sample]) -> tuple[dict, list[dict], float]:
              for k in KINDS}
     errors: list[dict] = []
     started = time.perf_counter()
-    results = [redact(s.text) for s in samples]
+    # Names mode (``ingest.redact_names``): every detector, names included. The default mode
+    # runs the same detectors minus names, so its recall per non-name kind is the same.
+    results = [redact(s.text, names=True) for s in samples]
     elapsed = time.perf_counter() - started
     for s, r in zip(samples, results, strict=True):
         dets = [(sp.start, sp.end, sp.kind) for sp in r.spans]
@@ -521,6 +523,40 @@ def phone_crosscheck() -> dict:
     return out
 
 
+# Look-alikes (issue 12): places, organisations, products, titles and pets built on a person's
+# name. None is a person, so none may be redacted, in either mode. Labelled by construction:
+# the text and the part that must survive.
+LOOKALIKE_NAMES = ["Olaf", "Mary", "Victoria", "George", "Lincoln", "Anna", "James", "Elizabeth", "Luigi", "Peter",
+                   "Thomas", "Francis", "Catherine", "Edward", "Patrick", "Albert", "Vincent", "Margaret", "Joseph",
+                   "Martin"]
+LOOKALIKE_TEMPLATES = [
+    ("I work as a nurse at St. {n} hospital.", "St. {n} hospital"),
+    ("We took the train from {n} station this morning.", "{n} station"),
+    ("My son goes to St. {n}'s school now.", "St. {n}'s school"),
+    ("She studied history at {n} College.", "{n} College"),
+    ("We had dinner at {n}'s restaurant by the river.", "{n}'s restaurant"),
+    ("My dog is called {n} and he is two.", "{n}"),
+    ("The meeting is at the {n} Foundation offices.", "{n} Foundation"),
+    ("We walked through {n} Park on Sunday.", "{n} Park"),
+    ("Our flat is near the {n} Bridge.", "{n} Bridge"),
+    ("I bought tickets for the {n} Museum.", "{n} Museum"),
+]
+
+
+def lookalikes() -> list[tuple[str, str]]:
+    return [(t.format(n=name), keep.format(n=name)) for t, keep in LOOKALIKE_TEMPLATES for name in LOOKALIKE_NAMES]
+
+
+def lookalike_survival() -> dict:
+    """Share of look-alikes whose protected words survive, per name mode, and the failures."""
+    out = {}
+    for mode, names in (("default", False), ("redact_names", True)):
+        failed = [text for text, keep in lookalikes() if keep not in redact(text, names=names).text]
+        out[mode] = {"n": len(lookalikes()), "survival": round(1 - len(failed) / len(lookalikes()), 4),
+                     "failed": failed[:10]}
+    return out
+
+
 def markdown(table: dict) -> str:
     def fmt(v):
         return "–" if v is None else f"{v:.3f}"
@@ -541,8 +577,20 @@ def evaluate(n: int, seed: int = 42) -> dict:
     goals_met = all(
         (table[k]["precision"] or 0) >= GOAL_PRECISION and (table[k]["recall"] or 0) >= GOAL_RECALL
         for k in STRUCTURED_KINDS if table[k]["gold"])
+    pii = [k for k in KINDS if table[k]["gold"]]
+    found = sum(round((table[k]["recall"] or 0) * table[k]["gold"]) for k in pii)
     return {"n": n, "seed": seed, "per_kind": table, "structured_goals_met": goals_met,
+            "pii_recall_names_mode": round(found / max(1, sum(table[k]["gold"] for k in pii)), 4),
+            "pii_recall_default_mode": _recall_without_names(table),
+            "lookalike_survival": lookalike_survival(),
             "errors": errors, "eval_seconds": round(elapsed, 3)}
+
+
+def _recall_without_names(table: dict) -> float:
+    """Default mode: the same detectors without names, so recall over the non-name kinds."""
+    kinds = [k for k in KINDS if k != "name" and table[k]["gold"]]
+    found = sum(round((table[k]["recall"] or 0) * table[k]["gold"]) for k in kinds)
+    return round(found / max(1, sum(table[k]["gold"] for k in kinds)), 4)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -576,6 +624,10 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
     result["table"] = markdown(result["per_kind"])
     print(result["table"], file=sys.stderr)
+    print(f"PII recall: {result['pii_recall_names_mode']:.4f} (names mode), "
+          f"{result['pii_recall_default_mode']:.4f} (default mode, names kept); look-alike survival: "
+          + ", ".join(f"{m} {r['survival']:.4f} of {r['n']}" for m, r in result["lookalike_survival"].items()),
+          file=sys.stderr)
     for name, t in result.get("throughput", {}).items():
         print(f"throughput ({name}): {t['us_per_turn']} µs per ~{t['mean_chars']:.0f}-char turn, "
               f"{t['chars_per_s'] / 1e6:.2f} M chars/s", file=sys.stderr)

@@ -69,6 +69,8 @@ class MemoryInfo(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     session_id: str = ""
     forgotten: bool = False
+    # A later memory corrected this one (its id): kept and listed, never recalled.
+    superseded_by: str = ""
 
 
 class MemoryList(_Msg, tag="memory_list", kw_only=True):
@@ -112,6 +114,16 @@ class Forget(_Msg, tag="forget", kw_only=True):
     request_id: str = ""
 
 
+class EditMemory(_Msg, tag="edit_memory", kw_only=True):
+    """Replace a live memory's text (`circ memory edit`). Sender: the CLI; ingest logs a
+    ``memory.edited`` event, re-embeds the memory and answers with a MemoryDetail of the
+    edited memory, or an ErrorReply (no such memory, empty or too long text)."""
+
+    memory_id: str
+    text: str
+    request_id: str = ""
+
+
 class ForgetResult(_Msg, tag="forget_result", kw_only=True):
     """Reply to :class:`Forget`: the memories (to be) forgotten; when not a
     dry run, the seq of the logged ``memory.forgotten`` event."""
@@ -141,5 +153,5 @@ class ImportResult(_Msg, tag="import_result", kw_only=True):
     last_seq: int = 0
 
 
-IngestRequest = Union[Recall, ListMemories, GetMemory, GetMemoryStats, Forget, ImportFile, Ping]
+IngestRequest = Union[Recall, ListMemories, GetMemory, GetMemoryStats, Forget, ImportFile, Ping, EditMemory]
 IngestReply = Union[Recalled, MemoryList, MemoryDetail, MemoryStats, ForgetResult, ImportResult, Pong, ErrorReply]

@@ -163,7 +163,8 @@ def named_core(tmp_path, embedder):
     from services.ingest.names import NameKeys
 
     index = MemoryIndex(tmp_path / "memory")
-    yield IngestCore(index, embedder, names=NameKeys.open(tmp_path / "keys"))
+    # The ingest.redact_names mode (names are kept by default since issue 12).
+    yield IngestCore(index, embedder, names=NameKeys.open(tmp_path / "keys"), redact_names=True)
     index.close()
 
 

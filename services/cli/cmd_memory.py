@@ -30,6 +30,15 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         stats = sub.add_parser("stats", help="how many memories, by route")
         stats.add_argument("--json", action="store_true")
         sub.add_parser("rebuild", help="recreate the index from the event log (stops and restarts ingest)")
+        edit = sub.add_parser("edit", help="replace a memory's text (logged; the old text stays in the log)",
+                              description="Replace the text of memory ID. The change is logged as a "
+                              "memory.edited event (with the old text), the memory is redacted and "
+                              "re-embedded, and recall uses the new text at once.")
+        edit.add_argument("memory_id", metavar="ID")
+        edit.add_argument("text", nargs="?", help="the new text (default: read from standard input)")
+        export = sub.add_parser("export", help="everything remembered, with route, dates, source turn and state")
+        export.add_argument("--format", choices=("jsonl", "md"), default="jsonl",
+                            help="jsonl: one JSON object per memory (default); md: a Markdown list")
     elif name == "forget":
         parser.add_argument("memory_ids", nargs="*", metavar="MEMORY_ID", help="memories to forget")
         parser.add_argument("--match", default="", metavar="TEXT",
@@ -37,6 +46,49 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     elif name == "import":
         parser.add_argument("file", help="JSON-lines conversation file ({\"messages\": [...]} per line)")
+
+
+def edit(paths: Paths, args: argparse.Namespace) -> int:
+    from protocol.envelope import new_id
+    from protocol.ingest_api import EditMemory
+
+    text = args.text if args.text is not None else sys.stdin.read()
+    if not text.strip():
+        print("circ memory edit: give the new text as an argument or on standard input "
+              "(to remove a memory use `circ forget ID`)", file=sys.stderr)
+        return 2
+    reply = _client(paths).request(EditMemory(memory_id=args.memory_id, text=text.strip(), request_id=new_id("q")))
+    print(f"edited {reply.memory.memory_id}: {reply.memory.text}")
+    return 0
+
+
+def export(paths: Paths, fmt: str) -> int:
+    """Every live memory (superseded ones too, marked), oldest first, on standard output."""
+    from protocol.envelope import new_id
+    from protocol.ingest_api import ListMemories
+
+    client, memories, offset = _client(paths), [], 0
+    while True:
+        page = client.request(ListMemories(limit=500, offset=offset, request_id=new_id("q")))
+        memories += page.memories
+        offset += len(page.memories)
+        if not page.memories or offset >= page.total:
+            break
+    memories.sort(key=lambda m: (m.turn_seq, m.chunk))
+    for m in memories:
+        state = "superseded" if m.superseded_by else "live"
+        when = dt.datetime.fromtimestamp(m.ts, dt.UTC).isoformat(timespec="seconds")
+        if fmt == "jsonl":
+            print(json.dumps({"memory_id": m.memory_id, "text": m.text, "route": m.route, "state": state,
+                              "superseded_by": m.superseded_by or None, "ts": m.ts, "date": when,
+                              "turn_seq": m.turn_seq, "chunk": m.chunk, "session_id": m.session_id,
+                              "tags": m.tags}, ensure_ascii=False))
+        else:
+            extra = f", superseded by {m.superseded_by}" if m.superseded_by else ""
+            text = m.text.replace("\n", " ")
+            print(f"- **{m.memory_id}** ({when}, {m.route}, turn #{m.turn_seq}, {state}{extra}): {text}")
+    print(f"({len(memories)} memories)", file=sys.stderr)
+    return 0
 
 
 def _client(paths: Paths):
@@ -97,6 +149,10 @@ def memory(paths: Paths, args: argparse.Namespace) -> int:
 
     if args.memory_command == "rebuild":
         return rebuild(paths)
+    if args.memory_command == "edit":
+        return edit(paths, args)
+    if args.memory_command == "export":
+        return export(paths, args.format)
     client = _client(paths)
     try:
         match args.memory_command:
@@ -107,7 +163,8 @@ def memory(paths: Paths, args: argparse.Namespace) -> int:
                     return 0
                 for m in reply.memories:
                     text = m.text.replace("\n", " ")
-                    print(f"{m.memory_id:<10} {_when(m.ts)}  [{m.route:<4}] {text[:90]}")
+                    state = f" (superseded by {m.superseded_by})" if m.superseded_by else ""
+                    print(f"{m.memory_id:<10} {_when(m.ts)}  [{m.route:<4}] {text[:90]}{state}")
                 print(f"({len(reply.memories)} of {reply.total})", file=sys.stderr)
             case "show":
                 reply = client.request(GetMemory(memory_id=args.memory_id, request_id=new_id("q")))
@@ -116,7 +173,9 @@ def memory(paths: Paths, args: argparse.Namespace) -> int:
                     return 0
                 m = reply.memory
                 print(f"id:      {m.memory_id} (turn #{m.turn_seq}, chunk {m.chunk})\nwhen:    {_when(m.ts)}\n"
-                      f"route:   {m.route}\ntags:    {', '.join(m.tags) or '-'}\nsession: {m.session_id}\n\n{m.text}")
+                      f"route:   {m.route}\ntags:    {', '.join(m.tags) or '-'}\nsession: {m.session_id}\n"
+                      + (f"state:   superseded by {m.superseded_by} (kept, no longer recalled)\n" if m.superseded_by else "")
+                      + f"\n{m.text}")
             case "stats":
                 reply = client.request(GetMemoryStats(request_id=new_id("q")))
                 if args.json:

@@ -27,12 +27,14 @@ class ForgetError(ValueError):
 
 def list_memories(core: Any, limit: int, offset: int) -> tuple[list[MemoryInfo], int]:
     records = core.index.list(limit=limit, offset=offset)
-    return [memory_info(r) for r in records], int(core.index.stats().get("memories", 0))
+    superseded = core.index.superseded()
+    return ([memory_info(r, superseded_by=superseded.get(r.memory_id, "")) for r in records],
+            int(core.index.stats().get("memories", 0)))
 
 
 def get_memory(core: Any, memory_id: str) -> MemoryInfo | None:
     record = core.index.get(memory_id)
-    return None if record is None else memory_info(record)
+    return None if record is None else memory_info(record, superseded_by=core.index.superseded().get(memory_id, ""))
 
 
 def memory_stats(core: Any) -> dict[str, Any]:

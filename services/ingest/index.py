@@ -46,6 +46,7 @@ import msgspec
 import numpy as np
 
 from services.common.atomic import fsync_dir
+from services.common.hostinfo import sqlite_durability_pragmas
 
 DB_NAME = "memories.db"
 VECTORS_NAME = "vectors.usearch"
@@ -130,6 +131,18 @@ CREATE TABLE IF NOT EXISTS memory_names (
     PRIMARY KEY (name_key, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS memory_names_by_memory ON memory_names(key);
+-- Single-valued facts a memory states ("subject|relation" -> value, services/ingest/supersede.py),
+-- and which memories a later correction replaced (kept, listed as such, never recalled).
+CREATE TABLE IF NOT EXISTS memory_facts (
+    fact_key  TEXT NOT NULL,
+    memory_id TEXT NOT NULL,
+    value     TEXT NOT NULL,
+    PRIMARY KEY (fact_key, memory_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS superseded (
+    memory_id TEXT PRIMARY KEY,
+    by_id     TEXT NOT NULL
+) WITHOUT ROWID;
 """
 # Memories found by a shared name, scored at most this many (a common name must not cost a scan).
 NAME_MATCH_LIMIT = 200
@@ -153,6 +166,8 @@ class MemoryRecord(msgspec.Struct, frozen=True, kw_only=True):
     # Keyed hashes of the names redaction took from this memory (services.ingest.names):
     # written with it, for recall by name; records read back leave it empty.
     names: list[str] = []
+    # (fact_key, value) pairs this memory states (services.ingest.supersede): written with it.
+    facts: list[tuple[str, str]] = []
 
 
 class Hit(msgspec.Struct, frozen=True):
@@ -214,8 +229,10 @@ class MemoryIndex:
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
         os.chmod(self.db_path, 0o600)  # SQLite gives the -wal and -shm files the same mode
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON"):
-            self._db.execute(f"PRAGMA {pragma}")
+        # synchronous=FULL (+ fullfsync on macOS) as for the event log: a stored memory and the
+        # cursor beside it survive a power cut together.
+        for pragma in ("PRAGMA journal_mode=WAL", *sqlite_durability_pragmas(), "PRAGMA secure_delete=ON"):
+            self._db.execute(pragma)
         self._db.executescript(_SCHEMA)
         stored_dim = self.get_meta(DIM_KEY)
         stored_embedder = self.get_meta(EMBEDDER_KEY)
@@ -247,12 +264,13 @@ class MemoryIndex:
 
     # -- writing ----------------------------------------------------------------
     def add(self, records: list[MemoryRecord], vectors: np.ndarray | None, *,
-            meta: dict[str, str] | None = None) -> int:
+            meta: dict[str, str] | None = None, supersede: dict[str, str] | None = None) -> int:
         """Insert new memories and ``meta`` in one transaction; return how many were new.
 
         Idempotent by memory_id: a record already stored (or forgotten) is
         skipped, so a caller can replay a turn and advance its cursor in
-        ``meta`` atomically with the insert.
+        ``meta`` atomically with the insert. ``supersede``: old memory_id -> the new
+        memory_id that corrects it, marked in the same transaction.
         """
         matrix = self._check_vectors(vectors, len(records))
         with self._lock:
@@ -275,6 +293,12 @@ class MemoryIndex:
                     "INSERT OR IGNORE INTO memory_names (name_key, key) VALUES (?, ?)",
                     [(name, row[1]) for row, position in zip(rows, positions, strict=True)
                      for name in records[position].names])
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO memory_facts (fact_key, memory_id, value) VALUES (?, ?, ?)",
+                    [(key, records[position].memory_id, value) for position in positions
+                     for key, value in records[position].facts])
+                self._db.executemany("INSERT OR IGNORE INTO superseded (memory_id, by_id) VALUES (?, ?)",
+                                     sorted((supersede or {}).items()))
                 self._write_meta(meta or {})
                 self._db.execute("COMMIT")
             except BaseException:
@@ -386,6 +410,49 @@ class MemoryIndex:
                 for row, score in zip(rows, scores, strict=True) if row[0] in records]
         return sorted(hits, key=lambda pair: -pair[0].score)
 
+    def facts_for(self, fact_keys: builtins.list[str]) -> builtins.list[tuple[str, str, str]]:
+        """(memory_id, fact_key, value) of live, not superseded memories stating these facts."""
+        keys = sorted(set(fact_keys))[:500]
+        if not keys:
+            return []
+        with self._lock:
+            return [tuple(row) for row in self._db.execute(
+                f"SELECT f.memory_id, f.fact_key, f.value FROM memory_facts f JOIN memories m "
+                f"ON m.memory_id = f.memory_id WHERE f.fact_key IN ({_marks(keys)}) AND m.forgotten = 0 "
+                f"AND f.memory_id NOT IN (SELECT memory_id FROM superseded) ORDER BY m.seq, m.chunk", keys)]
+
+    def facts_of(self, memory_id: str) -> dict[str, str]:
+        """fact_key -> value for one memory."""
+        with self._lock:
+            return dict(self._db.execute("SELECT fact_key, value FROM memory_facts WHERE memory_id = ?",
+                                         (memory_id,)).fetchall())
+
+    def superseded(self) -> dict[str, str]:
+        """Every superseded memory_id -> the memory that corrected it."""
+        with self._lock:
+            return dict(self._db.execute("SELECT memory_id, by_id FROM superseded").fetchall())
+
+    def replace_text(self, memory_id: str, text: str, vector: np.ndarray) -> bool:
+        """Replace a live memory's text and vector (``circ memory edit``); False if none is live."""
+        matrix = self._check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1), 1)
+        with self._lock:
+            row = self._db.execute("SELECT key FROM memories WHERE memory_id = ? AND forgotten = 0",
+                                   (memory_id,)).fetchone()
+            if row is None:
+                return False
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("UPDATE memories SET text = ?, text_sha256 = ?, vector = ? WHERE key = ?",
+                                 (text, text_sha256(text), matrix[0].tobytes(), row[0]))
+                self._db.execute("DELETE FROM memory_facts WHERE memory_id = ?", (memory_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._ix.remove(np.array([row[0]], dtype=np.uint64))
+            self._ix.add(np.array([row[0]], dtype=np.uint64), matrix)
+            return True
+
     def find_duplicate(self, vector: np.ndarray, threshold: float = 0.97) -> Hit | None:
         """The closest live memory when its cosine similarity is at least ``threshold``."""
         hits = self.search(vector, 1)
@@ -394,8 +461,10 @@ class MemoryIndex:
     def has_text(self, sha: str) -> bool:
         """Is a live memory stored under this ``text_sha256``?"""
         with self._lock:
-            return self._db.execute("SELECT 1 FROM memories WHERE text_sha256 = ? AND forgotten = 0 LIMIT 1",
-                                    (sha,)).fetchone() is not None
+            # A superseded memory does not count: saying "We live in Leeds" again after moving to
+            # Bristol is a new correction, not a duplicate.
+            return self._db.execute("SELECT 1 FROM memories WHERE text_sha256 = ? AND forgotten = 0 AND memory_id "
+                                    "NOT IN (SELECT memory_id FROM superseded) LIMIT 1", (sha,)).fetchone() is not None
 
     def get(self, memory_id: str, *, include_forgotten: bool = False) -> MemoryRecord | None:
         with self._lock:

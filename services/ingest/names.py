@@ -1,5 +1,10 @@
 """Keyed name tokens: recall a memory by a person's name without storing the name.
 
+Since issue 12 names are kept by default (``ingest.redact_names = false``): the
+memory then holds the name itself, and the same keys are still written for the
+names it mentions, so a question by name ranks it first in both modes. What
+follows is the ``redact_names`` mode, for which the keys were made.
+
 Redaction turns "My sister Mara's birthday is March 14th" into "My sister
 [NAME]'s birthday is March 14th" before it reaches the index, as privacy
 asks. But then a later "when is Mara's birthday?" has nothing to match: on
@@ -101,7 +106,7 @@ class NameKeys:
         name the redactor misses here (no cue: "What does Gwen do?") but took from the memory
         ("My accountant Gwen ...") would be lost.
         """
-        found = [text[span.start:span.end] for span in redact(text).spans if span.kind == "name"]
+        found = [text[span.start:span.end] for span in redact(text, names=True).spans if span.kind == "name"]
         found += [m.group() for m in _CAPITALISED.finditer(text)]
         out: dict[str, str] = {}
         for name in found:

@@ -41,12 +41,14 @@ from protocol.codec import Codec, ProtocolError, encode
 from protocol.envelope import Envelope, new_envelope
 from protocol.events import (
     ChatTurnCompleted,
+    MemoryEdited,
     MemoryFailed,
     MemoryForgotten,
     ServiceStarted,
     event_tag,
 )
 from protocol.ingest_api import (
+    EditMemory,
     Forget,
     GetMemory,
     GetMemoryStats,
@@ -74,7 +76,7 @@ log = get_logger("ingest")
 POLL_TIMEOUT_MS = 200
 SLICE_EVENTS = 16  # events handled between two looks at the control socket
 IDLE_CATCH_UP_S = 1.0
-TYPES = [event_tag(ChatTurnCompleted), event_tag(MemoryForgotten)]
+TYPES = [event_tag(ChatTurnCompleted), event_tag(MemoryForgotten), event_tag(MemoryEdited)]
 RETRY_FIRST_S = 5.0  # no embedder: first retry after this, doubling ...
 RETRY_MAX_S = 60.0  # ... up to this (or 10x the failed attempt's duration, if longer)
 REBUILD_DIR = "memory.rebuild-ingest"  # beside data/memory; `circ memory rebuild` uses memory.rebuild
@@ -183,7 +185,8 @@ class IngestServer:
         from services.ingest.names import NameKeys
 
         embedder = self.embedder
-        self.core = IngestCore(index, embedder, router=load_router(embedder), names=NameKeys.open(self.paths.keys))
+        self.core = IngestCore(index, embedder, router=load_router(embedder), names=NameKeys.open(self.paths.keys),
+                               redact_names=self.config.ingest.redact_names)
         self.consumer = EventConsumer(self.paths, "ingest", TYPES, self._handle_event, ctx=self.ctx,
                                       cursor=IndexCursor(self.core))
         self.problem = ""
@@ -274,6 +277,11 @@ class IngestServer:
 
         if isinstance(env.body, MemoryForgotten):
             apply_forgotten(self.core, env.body)
+            return
+        if isinstance(env.body, MemoryEdited):
+            from services.ingest.edit import apply_edited
+
+            apply_edited(self.core, env.body)
             return
         self.core.handle(env, lambda e: self.emit(e))
 
@@ -386,6 +394,10 @@ class IngestServer:
                 return MemoryStats(request_id=rid, head_seq=head, **forget.memory_stats(self.core))
             case Forget() as req:
                 return forget.forget(self.core, req, self.emit, self.log_client)
+            case EditMemory() as req:
+                from services.ingest.edit import edit
+
+                return edit(self.core, req, self.emit)
         return ErrorReply(code="bad_request", message=f"unsupported request {type(request).__name__}")
 
     def _send(self, ident: bytes, reply: Any) -> None:

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from protocol.codec import Codec, ProtocolError, encode
 from protocol.envelope import Envelope
-from protocol.events import ChatTurnCompleted, MemoryForgotten, event_tag
+from protocol.events import ChatTurnCompleted, MemoryEdited, MemoryForgotten, event_tag
 from services.common.paths import Paths
 from services.eventlog.store import connect, replay
 
-TYPES = [event_tag(ChatTurnCompleted), event_tag(MemoryForgotten)]
+TYPES = [event_tag(ChatTurnCompleted), event_tag(MemoryForgotten), event_tag(MemoryEdited)]
 PAGE = 2000
 
 
@@ -54,7 +54,11 @@ def rebuild_index(paths: Paths, target: Path, *, embedder=None,  # noqa: ANN001
     embedder = embedder or load_embedder()
     index = MemoryIndex(target, embedder.dim, embedder=getattr(embedder, "identity", None))
     # The same router as the daemon, so a rebuild decides every turn the same way.
-    core = IngestCore(index, embedder, router=load_router(embedder), names=NameKeys.open(paths.keys))
+    # ... and the same name policy (ingest.redact_names), so a rebuild redacts as the daemon does.
+    from services.common.config import load_config
+
+    core = IngestCore(index, embedder, router=load_router(embedder), names=NameKeys.open(paths.keys),
+                      redact_names=load_config().ingest.redact_names)
     codec: Codec[Envelope] = Codec(Envelope)
     conn = connect(paths.events_db, readonly=True)
     handled, after = 0, 0
@@ -75,6 +79,10 @@ def rebuild_index(paths: Paths, target: Path, *, embedder=None,  # noqa: ANN001
                     continue
                 if isinstance(env.body, MemoryForgotten):
                     apply_forgotten(core, env.body)
+                elif isinstance(env.body, MemoryEdited):
+                    from services.ingest.edit import apply_edited
+
+                    apply_edited(core, env.body)
                 else:
                     core.handle(env, lambda _e: None)
                 handled += 1

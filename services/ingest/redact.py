@@ -24,7 +24,8 @@ card      ``[CARD]``     payment card numbers, Luhn-checked
 ip        ``[IP]``       IPv4 (not version strings) and IPv6 addresses
 phone     ``[PHONE]``    phone numbers, international and common national formats
 address   ``[ADDRESS]``  postal addresses (US, UK, DE, FR, NL, IT shapes)
-name      ``[NAME]``     person names, as far as rules allow
+name      ``[NAME]``     person names, as far as rules allow; only with
+                         ``redact(text, names=True)`` (``ingest.redact_names``)
 ========  =============  ==========================================================
 
 Design:
@@ -963,10 +964,47 @@ def _is_pet_name(text: str, start: int) -> bool:
     return bool(_PET_BEFORE.search(text[max(0, start - 40):start]))
 
 
+# Places, organisations, products and titles that are built on a person's name ("St. Olaf
+# hospital", "Lincoln Memorial", "Victoria station", "Tesla Model 3", "Harry Potter book"):
+# never persons, in either name mode (issue 12: "St. Olaf hospital" had lost "Olaf").
+_SAINT_BEFORE = re.compile(r"(?:st|saint|san|santa|sankt|sainte|ste|são|sao)\.?[ ]+$", re.IGNORECASE)
+_NOT_PERSON_AFTER = re.compile(
+    r"^(?:['’]s)?[ ]+(?:hospital|clinic|infirmary|medical|school|academy|college|university|institute|church"
+    r"|cathedral|chapel|abbey|street|st\b|road|rd\b|avenue|ave\b|lane|square|place|park|gardens?|bridge"
+    r"|station|airport|terminal|tower|hall|house|centre|center|museum|gallery|library|theatre|theater"
+    r"|stadium|arena|memorial|monument|hotel|inn|pub|bar|cafe|café|restaurant|bakery|market|mall|shop"
+    r"|store|company|corp|inc\b|ltd\b|gmbh|group|foundation|trust|society|club|fc\b|united\b|city\b"
+    r"|county|valley|river|lake|mountain|island|bay|beach|model|series|edition|prize|award|cup\b"
+    r"|book|books|novel|movie|film|show|album|song|building|estate|village|quarter|district|ward)\b",
+    re.IGNORECASE,
+)
+
+
+_PLACE_BEFORE = re.compile(r"\b(?:at|the|near|from|to|in|into|of|by|via|past|around|outside|behind|through|across)[ ]+$",
+                           re.IGNORECASE)
+
+
+def _is_place_or_thing(text: str, start: int, end: int) -> bool:
+    # The place noun may be outside the span ("St. Olaf hospital") or its last capitalised word
+    # after a place preposition or article ("at Lincoln College", "the Victoria Park"); "met Anna
+    # Park" stays a person.
+    # A capitalised noun after the name is as often a surname ("Anna Park"): it counts only after
+    # a place preposition; a lower-case one ("Victoria station") always does.
+    before = text[max(0, start - 12):start]
+    if _SAINT_BEFORE.search(before):
+        return True
+    place_before = bool(_PLACE_BEFORE.search(before))
+    after = _NOT_PERSON_AFTER.match(text[end:end + 24])
+    if after and (place_before or after.group().split()[-1][:1].islower()):
+        return True
+    last_space = text.rfind(" ", start, end)
+    return bool(place_before and last_space > start and _NOT_PERSON_AFTER.match(text[last_space:end]))
+
+
 def detect_name(text: str) -> Iterator[tuple[int, int]]:
-    """Person names (not pets' names): see :func:`_detect_person_names`."""
+    """Person names (not pets, places or organisations): see :func:`_detect_person_names`."""
     for start, end in _detect_person_names(text):
-        if not _is_pet_name(text, start):
+        if not _is_pet_name(text, start) and not _is_place_or_thing(text, start, end):
             yield start, end
 
 
@@ -1039,9 +1077,11 @@ _DETECTORS: list[tuple[str, Detector]] = [
 ]
 
 
-def _candidates(text: str) -> list[tuple[int, int, str]]:
+def _candidates(text: str, names: bool) -> list[tuple[int, int, str]]:
     candidates: list[tuple[int, int, str]] = []
     for kind, detector in _DETECTORS:
+        if kind == "name" and not names:
+            continue
         candidates.extend((s, e, kind) for s, e in detector(text) if e > s)
     candidates.extend((s, e, k) for s, e, k in detect_cards_and_phones(text) if e > s)
     # A bracketed placeholder is never (part of) a finding: text that was already
@@ -1098,7 +1138,7 @@ def _to_original(pos: int, placed: list[tuple[int, int, int, int]], *, end: bool
 _MAX_PASSES = 4
 
 
-def find_spans(text: str) -> list[Span]:
+def find_spans(text: str, *, names: bool = False) -> list[Span]:
     """All spans to redact in ``text``: sorted, disjoint, one kind each.
 
     Detectors look at the characters around a candidate (word boundaries,
@@ -1109,13 +1149,13 @@ def find_spans(text: str) -> list[Span]:
     until nothing new appears: the result is a fixed point by construction,
     which is what makes ``redact`` idempotent.
     """
-    candidates = _candidates(text)
+    candidates = _candidates(text, names)
     spans = _resolve(candidates)
     for _ in range(_MAX_PASSES):
         if not spans:
             return spans
         redacted, placed = _apply(text, spans)
-        extra = _candidates(redacted)
+        extra = _candidates(redacted, names)
         if not extra:
             return spans
         for s, e, kind in extra:
@@ -1139,16 +1179,19 @@ def _inside_placeholder(text: str, start: int, end: int) -> bool:
     return False
 
 
-def redact(text: str) -> Redaction:
+def redact(text: str, *, names: bool = False) -> Redaction:
     """Replace personal data and secrets in ``text`` with typed placeholders.
 
-    Never raises for a ``str``. ``spans`` index the original text. The result
+    ``names``: person names become ``[NAME]`` too. Off by default (issue 12): a
+    user's own name and the names of the people in their life are what they
+    want remembered, and they never leave the machine; ``ingest.redact_names``
+    turns it on. Never raises for a ``str``. ``spans`` index the original text. The result
     is a fixed point: ``redact(redact(x).text)`` finds no spans.
     """
     if not isinstance(text, str):
         text = str(text)
     try:
-        spans = find_spans(text)
+        spans = find_spans(text, names=names)
     except Exception:  # a detector bug must not let text through unredacted, nor kill the caller
         spans = [Span(start=0, end=len(text), kind="secret", placeholder="[SECRET]")] if text else []
     counts: dict[str, int] = {}

@@ -31,9 +31,15 @@ def trainable_memories(memory_dir: Path, *, after_seq: int = 0) -> list[MemoryRe
     if conn is None:
         return []
     try:
+        # A memory a later correction superseded (services/ingest/supersede.py) is never trained
+        # on: its value is the old one. (An index from before issue 12 has no such table.)
+        has_superseded = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'superseded'").fetchone() is not None
         rows = conn.execute(
             "SELECT memory_id, seq, chunk, session_id, ts, route, tags, text, text_sha256 FROM memories"
-            " WHERE forgotten = 0 AND route IN ('lora', 'both') AND seq > ? ORDER BY seq, chunk",
+            " WHERE forgotten = 0 AND route IN ('lora', 'both') AND seq > ?"
+            + (" AND memory_id NOT IN (SELECT memory_id FROM superseded)" if has_superseded else "")
+            + " ORDER BY seq, chunk",
             (after_seq,)).fetchall()
     finally:
         conn.close()
