@@ -43,7 +43,6 @@ import inspect
 import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -54,13 +53,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
-    REPO_ROOT,
     emit,
     fail,
     machine_load,
     median,
     progress,
     resolve_model_or_exit,
+    run_with_daemons,
     spread,
     wait_quiet,
 )
@@ -107,11 +106,6 @@ def parse_args() -> argparse.Namespace:
 
 
 # -- the daemons ------------------------------------------------------------
-def circ(command: str, env: dict[str, str]) -> int:
-    result = subprocess.run([str(REPO_ROOT / "bin" / "circ"), command], env=env,
-                            stdout=sys.stderr, stderr=sys.stderr)
-    return result.returncode
-
 
 def chat_env_var(pid: int, name: str) -> str | None:
     try:
@@ -543,20 +537,9 @@ def main() -> int:
     quiet = wait_quiet(args.wait_quiet) if args.wait_quiet else None
     home = Path(tempfile.mkdtemp(prefix="cb-", dir="/tmp"))
     os.environ["CIRCADIAN_HOME"] = str(home)
-    env = dict(os.environ)
+    os.environ.setdefault("CIRCADIAN_API_PORT", "0")  # any free port: never clash with a running instance
     started = time.perf_counter()
-    progress(f"starting daemons in {home}")
-    keep = args.keep_home
-    try:
-        if circ("up", env) != 0:
-            keep = True  # the logs say why
-            fail(PROG, f"`circ up` failed; see the logs in {home / 'data' / 'logs'}")
-        return run(args, model_dir, home, started, quiet)
-    finally:
-        progress("stopping daemons")
-        circ("down", env)
-        if not keep:
-            shutil.rmtree(home, ignore_errors=True)
+    return run_with_daemons(PROG, home, args.keep_home, lambda: run(args, model_dir, home, started, quiet))
 
 
 def run(args: argparse.Namespace, model_dir: Path, home: Path, started: float, quiet: dict | None) -> int:

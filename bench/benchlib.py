@@ -89,3 +89,34 @@ def wait_quiet(max_wait_s: float, threshold_pct: float = 20.0) -> dict[str, Any]
             return {"waited_s": round(waited, 1), "quiet": quiet, "threshold_pct": threshold_pct}
         progress(f"waiting for a quieter machine (cpu pressure avg10 {pressure['avg10']}%)")
         time.sleep(10)
+
+
+def circ(command: str, env: dict[str, str]) -> int:
+    """`bin/circ COMMAND` with its output on stderr (stdout is the benchmark's JSON)."""
+    import subprocess
+
+    return subprocess.run([str(REPO_ROOT / "bin" / "circ"), command], env=env,
+                          stdout=sys.stderr, stderr=sys.stderr).returncode
+
+
+def run_with_daemons(prog: str, home: Path, keep_home: bool, body: Any) -> Any:
+    """`circ up` in ``home`` (CIRCADIAN_HOME already set), ``body()``, then `circ down` always.
+
+    The home is removed afterwards unless ``keep_home`` or `circ up` failed
+    (its logs say why).
+    """
+    import shutil
+
+    env = dict(os.environ)
+    keep = keep_home
+    progress(f"starting daemons in {home}")
+    try:
+        if circ("up", env) != 0:
+            keep = True
+            fail(prog, f"`circ up` failed; see the logs in {home / 'data' / 'logs'}")
+        return body()
+    finally:
+        progress("stopping daemons")
+        circ("down", env)
+        if not keep:
+            shutil.rmtree(home, ignore_errors=True)

@@ -9,7 +9,7 @@ generation itself. Requests queue and run one at a time on the model thread.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Literal, Union
 
 import msgspec
 
@@ -19,12 +19,25 @@ from protocol.service_api import ErrorReply, Ping, Pong
 # A chat message longer than this is refused with a clear error: the embedded
 # model's context is 8k tokens and a bigger paste would only be truncated.
 MAX_MESSAGE_CHARS = 32_000
+MAX_STOP = 4
+MAX_STOP_CHARS = 64
 
 
 # msgspec applies kw_only only to the fields a class itself defines (frozen is
 # inherited): every subclass repeats kw_only=True.
 class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     pass
+
+
+class HistoryMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """One earlier message of a conversation, as a client holds it.
+
+    Sent inside :class:`SendMessage` by clients that resend the whole
+    conversation each time (the OpenAI-compatible ``api``).
+    """
+
+    role: Literal["user", "assistant"]
+    content: str
 
 
 class SendMessage(_Msg, tag="send_message", kw_only=True):
@@ -45,6 +58,16 @@ class SendMessage(_Msg, tag="send_message", kw_only=True):
     # Consult memory (ingest's recall) for this turn; chat's config decides
     # whether recall is on at all.
     recall: bool = True
+    # Stop sequences: generation ends before the first of them appears; the
+    # reply (streamed and logged) never contains it. At most MAX_STOP of
+    # 1..MAX_STOP_CHARS characters each.
+    stop: list[str] = []
+    # The conversation so far, as the client holds it. When chat does not
+    # hold ``session_id`` (or it is None), the new session starts from these
+    # messages instead of the log's record; a session chat holds ignores them
+    # (the client vouches that they are that session's turns). Only the new
+    # message is logged as a turn.
+    history: list[HistoryMessage] = []
 
 
 class CancelChat(_Msg, tag="cancel_chat", kw_only=True):

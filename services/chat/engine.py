@@ -17,10 +17,12 @@ from mlx_lm.generate import generate_step
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 
-from protocol.chat_api import MAX_MESSAGE_CHARS
+from protocol.chat_api import MAX_MESSAGE_CHARS, MAX_STOP, MAX_STOP_CHARS
 from protocol.events import ChatTurnCompleted
+from services.chat.framing import with_memories as framed
 from services.chat.sessions import Session, SessionTable, common_prefix_len
 from services.common.config import ChatConfig
+from services.common.placeholders import scrub_reply
 
 HistoryLoader = Callable[[str], list[tuple[str, str]]]
 
@@ -36,18 +38,16 @@ Recaller = Callable[[str], RecallOutcome]
 
 
 def with_memories(message: str, memories: list[tuple[str, str]]) -> str:
-    """The user message as the model sees it: recalled memories first, compactly.
+    """The user message as the model sees it: recalled memories first, as the user's own words.
 
     Memories go into the current user message, not the system prompt, so the
     conversation's prefix stays identical from turn to turn and the KV cache
-    keeps working. The "Context / Question" shape was chosen by measurement:
-    on four remembered facts the embedded 135M model's answer contained the
-    fact 4/4 times this way, 2/4 with a bulleted preamble.
+    keeps working. The wording (services/chat/framing.py) was chosen by
+    measurement on bench/bench_framing.py: placeholders become words, and the
+    memory is said to be the user's, so the model does not answer as if the
+    user's facts were its own.
     """
-    if not memories:
-        return message
-    context = " ".join(text.strip().rstrip(".") + "." for _, text in memories)
-    return f"Context: {context}\n\nQuestion: {message}\nAnswer using the context."
+    return framed(message, [text for _, text in memories])
 
 
 class TurnRejected(ValueError):
@@ -71,6 +71,9 @@ class TurnRequest:
     # The client named this session: it may exist in the log (chat restarted
     # or evicted it). A new session has no history to look up.
     resume: bool = True
+    stop: tuple[str, ...] = ()
+    # (role, content) pairs a client resent: a session chat does not hold starts from them.
+    history: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -78,6 +81,14 @@ class TurnCallbacks:
     on_start: Callable[[int], None]  # turn_index
     on_delta: Callable[[str], None]
     should_cancel: Callable[[], bool]
+
+
+def validate_stop(stop: tuple[str, ...]) -> None:
+    if len(stop) > MAX_STOP:
+        raise TurnRejected("bad_request", f"at most {MAX_STOP} stop sequences, got {len(stop)}")
+    for seq in stop:
+        if not 1 <= len(seq) <= MAX_STOP_CHARS:
+            raise TurnRejected("bad_request", f"a stop sequence must be 1..{MAX_STOP_CHARS} characters, got {len(seq)}")
 
 
 def validate_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
@@ -115,9 +126,13 @@ class ChatEngine:
         session = self.sessions.get(request.session_id)
         if session is None:
             session = Session(request.session_id, request.system_prompt or self.config.system_prompt)
+            if request.history:
+                # The client resent the conversation (the OpenAI API's way): that is
+                # the context. Only turns logged in this session count in turn_index.
+                session.messages += [{"role": role, "content": content} for role, content in request.history]
             # A session chat no longer holds (restart, eviction): rebuild its
             # conversation from the log so the turn index and context continue.
-            if self.history_loader is not None and request.resume:
+            elif self.history_loader is not None and request.resume:
                 for user_text, assistant_text in self.history_loader(request.session_id):
                     session.messages += [{"role": "user", "content": user_text},
                                          {"role": "assistant", "content": assistant_text}]
@@ -162,6 +177,7 @@ class ChatEngine:
         temperature = self.config.temperature if request.temperature is None else request.temperature
         top_p = self.config.top_p if request.top_p is None else request.top_p
         validate_sampling(max_tokens, temperature, top_p)
+        validate_stop(request.stop)
 
         session = self._session(request)
         recall = self._recall(request)
@@ -174,7 +190,7 @@ class ChatEngine:
         callbacks.on_start(turn_index)
         keep = self._reuse_cache(session, tokens)
         generated, text, finish, first_token_at = self._generate(
-            session, tokens[keep:], max_tokens, temperature, top_p, callbacks)
+            session, tokens[keep:], max_tokens, temperature, top_p, callbacks, request.stop)
         done = time.perf_counter()
 
         # The cache now holds the prompt plus the tokens it has consumed.
@@ -205,8 +221,8 @@ class ChatEngine:
             return RecallOutcome("error", [])
 
     def _generate(self, session: Session, new_tokens: list[int], max_tokens: int,
-                  temperature: float, top_p: float, callbacks: TurnCallbacks
-                  ) -> tuple[list[int], str, str, float | None]:
+                  temperature: float, top_p: float, callbacks: TurnCallbacks,
+                  stop: tuple[str, ...] = ()) -> tuple[list[int], str, str, float | None]:
         sampler = make_sampler(temp=temperature, top_p=top_p if top_p < 1.0 else 0.0)
         detokenizer = self.tokenizer.detokenizer
         detokenizer.reset()
@@ -214,6 +230,8 @@ class ChatEngine:
         generated: list[int] = []
         finish = "length"
         first_token_at: float | None = None
+        scrub = _PlaceholderScrub(callbacks.on_delta)
+        out = _StopFilter(stop, scrub)
         steps = generate_step(mx.array(new_tokens), self.model, self.stream, max_tokens=max_tokens,
                               sampler=sampler, prompt_cache=session.cache)
         for token, _ in steps:
@@ -226,14 +244,85 @@ class ChatEngine:
                 break
             detokenizer.add_token(token)
             segment = detokenizer.last_segment
-            if segment:
-                callbacks.on_delta(segment)
+            if segment and out.add(segment):
+                finish = "stop"
+                break
             if callbacks.should_cancel():
                 finish = "cancelled"
                 break
         steps.close()
         detokenizer.finalize()
         tail = detokenizer.last_segment
-        if tail:
-            callbacks.on_delta(tail)
-        return generated, detokenizer.text, finish, first_token_at
+        if tail and not out.stopped and out.add(tail):
+            finish = "stop"
+        out.flush()
+        scrub.flush()
+        return generated, scrub_reply(out.text), finish, first_token_at
+
+
+class _PlaceholderScrub:
+    """Passes text on with placeholders scrubbed (services/common/placeholders.py).
+
+    A "[" holds the text back until its "]" arrives (or 40 characters pass), so a
+    placeholder split over tokens is scrubbed whole: no reply shows "[NAME]".
+    """
+
+    HOLD_CHARS = 40
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self.emit = emit
+        self.pending = ""
+
+    def __call__(self, segment: str) -> None:
+        self.pending += segment
+        cut = self.pending.rfind("[")
+        if cut == -1 or "]" in self.pending[cut:] or len(self.pending) - cut > self.HOLD_CHARS:
+            cut = len(self.pending)
+        ready, self.pending = self.pending[:cut], self.pending[cut:]
+        if ready:
+            self.emit(scrub_reply(ready))
+
+    def flush(self) -> None:
+        if self.pending:
+            self.emit(scrub_reply(self.pending))
+            self.pending = ""
+
+
+class _StopFilter:
+    """Passes text on, holding back just enough to never send part of a stop sequence.
+
+    Without stop sequences every segment goes straight through. With them, the
+    last ``len(longest) - 1`` characters wait until the next segment shows
+    whether a stop sequence starts there; the reply ends before the first one.
+    """
+
+    def __init__(self, stop: tuple[str, ...], emit: Callable[[str], None]) -> None:
+        self.stop = [s for s in stop if s]
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+        self.emit = emit
+        self.text = ""
+        self.sent = 0
+        self.stopped = False
+
+    def add(self, segment: str) -> bool:
+        """Take a segment; True when a stop sequence ended the reply."""
+        self.text += segment
+        if self.stop:
+            # Search only where a new match can be: the held back tail plus the segment.
+            start = max(0, self.sent - self.hold)
+            found = [i for i in (self.text.find(s, start) for s in self.stop) if i >= 0]
+            if found:
+                self.text = self.text[:min(found)]
+                self.stopped = True
+                self.flush()
+                return True
+        safe = len(self.text) - self.hold
+        if safe > self.sent:
+            self.emit(self.text[self.sent:safe])
+            self.sent = safe
+        return False
+
+    def flush(self) -> None:
+        if len(self.text) > self.sent:
+            self.emit(self.text[self.sent:])
+            self.sent = len(self.text)

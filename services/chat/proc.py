@@ -374,7 +374,8 @@ class ChatServer:
             return
         turn_request = TurnRequest(rid, job.session_id, req.message, req.max_tokens,
                                    req.temperature, req.top_p, req.system_prompt, req.recall,
-                                   resume=req.session_id is not None)
+                                   resume=req.session_id is not None, stop=tuple(req.stop),
+                                   history=tuple((m.role, m.content) for m in req.history))
         sent = 0
 
         def send(message: Any) -> None:

@@ -8,6 +8,7 @@ from protocol.chat_api import ChatReply
 from protocol.envelope import new_id
 from protocol.eventlog_api import EventlogReply
 from protocol.ingest_api import IngestReply
+from protocol.openai_api import ApiReply
 from protocol.service_api import Ping, Pong
 from protocol.trainer_api import EvaluatorReply, TrainerReply
 from services.common.paths import Paths
@@ -19,6 +20,7 @@ CONTROL_SOCKETS: dict[str, tuple[str, Any]] = {
     "ingest": ("ingest.ctl", IngestReply),
     "trainer": ("trainer.ctl", TrainerReply),
     "evaluator": ("evaluator.ctl", EvaluatorReply),
+    "api": ("api.ctl", ApiReply),
 }
 
 

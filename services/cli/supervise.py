@@ -14,7 +14,7 @@ from typing import Any
 from services.common.paths import REPO_ROOT, Paths
 
 CONF = REPO_ROOT / "etc" / "supervisord.conf"
-DAEMONS = ("eventlog", "ingest", "chat", "trainer", "evaluator")
+DAEMONS = ("eventlog", "ingest", "chat", "trainer", "evaluator", "api")
 
 
 class SupervisorError(RuntimeError):

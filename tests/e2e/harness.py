@@ -42,8 +42,10 @@ _FOREIGN_ENV = ("CIRCADIAN_HOME", "CIRCADIAN_RUN", "CIRCADIAN_CONFIG", "CIRCADIA
 def base_env(home: Path, **extra: str) -> dict[str, str]:
     """This process's environment minus anything pointing at another instance or config."""
     env = {k: v for k, v in os.environ.items()
-           if k not in _FOREIGN_ENV and not k.startswith(("CIRCADIAN_CHAT_", "CIRCADIAN_EVENTLOG_"))}
+           if k not in _FOREIGN_ENV and not k.startswith(("CIRCADIAN_CHAT_", "CIRCADIAN_EVENTLOG_", "CIRCADIAN_INGEST_"))}
     env["CIRCADIAN_HOME"] = str(home)
+    # Any free port: instances of parallel tests must not fight over the API's default port.
+    env.setdefault("CIRCADIAN_API_PORT", "0")
     env.update(extra)
     return env
 

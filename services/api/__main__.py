@@ -1,0 +1,5 @@
+import sys
+
+from services.api.proc import main
+
+sys.exit(main())
