@@ -109,6 +109,9 @@ class MemoryStored(_Event, tag="memory.stored", kw_only=True):
     tags: list[str] = []
     redactions: dict[str, int] = {}
     chunks: int = 1
+    # Earlier memories this one corrects (same single-valued fact, new value): from now on
+    # they are kept and listed as superseded, never recalled (services/ingest/supersede.py).
+    supersedes: list[str] = []
 
 
 class MemorySkipped(_Event, tag="memory.skipped", kw_only=True):
@@ -145,6 +148,22 @@ class MemoryForgotten(_Event, tag="memory.forgotten", kw_only=True):
     memory_ids: list[str]
     turn_seqs: list[int]
     reason: str = "user request"
+
+
+class MemoryEdited(_Event, tag="memory.edited", kw_only=True):
+    """The user replaced a memory's text (`circ memory edit ID`).
+
+    Sender: ingest, before it re-embeds the memory. ``text`` is the new text as
+    the user typed it (ingest redacts it by the same policy as a turn before
+    indexing); ``previous_text`` is the text it replaces, so the log keeps the
+    old wording. Receivers: ingest (applies it again on replay and rebuild:
+    idempotent), audits. Recall uses the new text from the moment the reply
+    to the request is sent.
+    """
+
+    memory_id: str
+    text: str
+    previous_text: str = ""
 
 
 class InboxImported(_Event, tag="inbox.imported", kw_only=True):
@@ -251,6 +270,29 @@ class AdapterRolledBack(_Event, tag="adapter.rolled_back", kw_only=True):
     reason: str = "user request"
 
 
+class AlertRaised(_Event, tag="alert.raised", kw_only=True):
+    """Something needs the user's attention; one event per cause per hour at most.
+
+    Senders (services/common/alerts.py decides and rate-limits): the trainer
+    for ``sleep_failed`` and ``adapter_rejected`` (after the night's verdict)
+    and ``disk_full`` (its schedule check); ``circ up`` and ``circ status`` for
+    ``daemon_fatal`` (supervisord gave up on a daemon), ``disk_full`` and
+    ``embedder_missing`` (ingest runs without its embedding model).
+    Consumers: ``circ status`` (a line per recent alert), the morning report,
+    audits. Guarantee: the desktop notification and the ``[alerts] command``
+    hook, when configured, were tried before this was logged; ``key`` is the
+    cause's subject (a sleep id, an adapter id, a daemon name) and
+    ``suppressed`` how many alerts of this cause the hour before swallowed.
+    """
+
+    cause: str  # sleep_failed | adapter_rejected | daemon_fatal | disk_full | embedder_missing
+    message: str
+    key: str = ""
+    severity: str = "warning"  # warning | error
+    details: dict[str, str] = {}
+    suppressed: int = 0
+
+
 Event = Union[
     ChatTurnCompleted,
     ServiceStarted,
@@ -260,6 +302,7 @@ Event = Union[
     MemorySkipped,
     MemoryFailed,
     MemoryForgotten,
+    MemoryEdited,
     InboxImported,
     InboxRejected,
     TrainingStarted,
@@ -270,6 +313,7 @@ Event = Union[
     AdapterPromoted,
     AdapterRejected,
     AdapterRolledBack,
+    AlertRaised,
 ]
 
 EVENT_TYPES: tuple[type, ...] = Event.__args__  # type: ignore[attr-defined]

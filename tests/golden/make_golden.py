@@ -30,10 +30,12 @@ from protocol.events import (  # noqa: E402
     AdapterRejected,
     AdapterReloaded,
     AdapterRolledBack,
+    AlertRaised,
     ChatTurnCompleted,
     EvaluationCompleted,
     InboxImported,
     InboxRejected,
+    MemoryEdited,
     MemoryFailed,
     MemoryForgotten,
     MemorySkipped,
@@ -177,6 +179,19 @@ SAMPLES: dict[str, Envelope] = {
             reason="user asked: forget my sister's address",
         ),
     ),
+    "memory.edited": Envelope(
+        msg_id="0193a1b2c3d4eeeeeeeeeeeeeeeeeeeeee",
+        ts=1764170100.25,
+        source="ingest",
+        parent_id=None,
+        seq=91,
+        v=1,
+        body=MemoryEdited(
+            memory_id="m-44-0",
+            text="We live in Bristol, near the harbour.",
+            previous_text="We live in Bristol.",
+        ),
+    ),
     "inbox.imported": Envelope(
         msg_id="inbox-9f86d081884c7d65-imported",
         ts=1764171000.0,
@@ -246,6 +261,12 @@ SAMPLES: dict[str, Envelope] = {
     "adapter.rolled_back": Envelope(
         msg_id="0193a1b2c3d4e5f6adapter0rolledbk01", ts=1764205700.0, source="cli", seq=130, v=1,
         body=AdapterRolledBack(adapter_id="ad-20251126-0200", previous_id="ad-20251127-0200"),
+    ),
+    "alert.raised": Envelope(
+        msg_id="0193a1b2c3d4e5f6alert00raised0001", ts=1764205800.0, source="trainer", seq=131, v=1,
+        body=AlertRaised(cause="adapter_rejected", message="last night's adapter was rejected: canary dropped 2.5 points (limit 1)",
+                         key="ad-20251127-0201", severity="warning", details={"sleep_id": "sl-0193a1b2"},
+                         suppressed=0),
     ),
 }
 

@@ -1,0 +1,1 @@
+"""The morning report: the last nights as one HTML page with its plots (`circ report`)."""
