@@ -25,6 +25,7 @@ import mlx.core as mx
 import pytest
 
 from services.common.heavylock import HeavyRunLock
+from services.common.lifeline import NO_PDEATHSIG_ENV
 from services.common.paths import REPO_ROOT
 from services.models.install import install_model
 from services.trainer.params import TrainParams
@@ -35,7 +36,6 @@ from services.trainer.worker import (
     EXIT_BAD_INPUT,
     EXIT_NO_MEMORY,
     NEEDED_ENV,
-    NO_PDEATHSIG_ENV,
     estimate_training_bytes,
     example_order,
     masked_loss,

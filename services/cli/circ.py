@@ -28,6 +28,8 @@ COMMANDS = {
     "memory": ("services.cli.cmd_memory", "list, show, count or rebuild memories"),
     "forget": ("services.cli.cmd_memory", "forget memories (and erase their text from the log)"),
     "import": ("services.cli.cmd_memory", "import a JSON-lines conversation file now"),
+    "api": ("services.cli.cmd_api", "the OpenAI-compatible HTTP API: its URL and bearer token"),
+    "report": ("services.cli.cmd_report", "write the morning report (HTML and plots) of the last nights"),
 }
 
 

@@ -78,6 +78,7 @@ def up(paths: Paths, args: argparse.Namespace) -> int:
                 log_file = paths.logs / f"{daemon}.log"
                 print(f"circ up: {daemon} failed to start ({state.state}: {state.description}); see {log_file}",
                       file=sys.stderr)
+                _alert_fatal(paths, daemon, state.state)
                 _print_tail(log_file)
                 return 1
             if time.monotonic() > deadline:
@@ -96,6 +97,18 @@ def up(paths: Paths, args: argparse.Namespace) -> int:
     print(f"circadian is up (home {paths.home}). Chat with bin/circ-chat; stop with `circ down`.",
           file=sys.stderr)
     return 0
+
+
+def _alert_fatal(paths: Paths, daemon: str, state: str) -> None:
+    """`circ up` saw a daemon fail for good: raise it (best effort; the eventlog may be the one)."""
+    if state != "FATAL":
+        return
+    try:
+        from services.cli.alert_checks import check_and_list
+
+        check_and_list(paths, {daemon: {"state": state}}, eventlog_up=daemon != "eventlog")
+    except Exception:
+        pass  # `circ up` already says what failed; an alert that cannot be raised must not hide it
 
 
 def _print_tail(log_file, lines: int = 5) -> None:
@@ -155,8 +168,11 @@ def collect_status(paths: Paths) -> dict:
     from services.common.heavylock import HeavyRunLock
 
     holder = HeavyRunLock(paths.run / "heavy.lock").holder() if paths.run.exists() else None
+    from services.cli.alert_checks import check_and_list
+
+    alerts = check_and_list(paths, daemons, eventlog_up=daemons.get("eventlog", {}).get("ready", False))
     return {"home": str(paths.home), "supervisord": running, "daemons": daemons,
-            "last_event": last_event(paths), "heavy_lock": holder}
+            "last_event": last_event(paths), "heavy_lock": holder, "alerts": alerts}
 
 
 def status(paths: Paths, args: argparse.Namespace) -> int:
@@ -171,6 +187,10 @@ def status(paths: Paths, args: argparse.Namespace) -> int:
         ready = "ready" if d["ready"] else "not ready"
         pid = d["pid"] or "-"
         print(f"  {name:<9} {d['state']:<9} pid {pid!s:<8} up {_duration(d['uptime_s']):<9} {ready}")
+    api = report["daemons"].get("api", {}).get("details", {})
+    if api.get("url"):
+        auth = "bearer token required (`circ api token`)" if api.get("auth") == "token" else "loopback only, no token"
+        print(f"api: {api['url']}/v1 ({auth})")
     lock = report.get("heavy_lock")
     print(f"heavy-run lock: {'held by ' + str(lock.get('holder')) + ' (pid ' + str(lock.get('pid')) + ')' if lock else 'free'}")
     ev = report["last_event"]
@@ -179,6 +199,9 @@ def status(paths: Paths, args: argparse.Namespace) -> int:
         print(f"last event: #{ev['seq']} {ev['type']} from {ev['source']}, {age} ago")
     else:
         print("last event: none yet")
+    for alert in report["alerts"]:  # the last day's, newest first
+        age = _duration(max(0.0, time.time() - alert["ts"]))
+        print(f"alert: {alert['cause']} {age} ago: {alert['message']}")
     return 0 if report["supervisord"] else 3
 
 

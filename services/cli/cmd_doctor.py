@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         "embedder": _embedder_report(status["daemons"].get("ingest", {}), model_state),
         "daemons": {name: {"state": d["state"], "ready": d["ready"], "pid": d["pid"]}
                     for name, d in status["daemons"].items()},
+        "api": _api_report(config, status["daemons"].get("api", {})),
     }
     problems = []
     if model_state != "ok":
@@ -152,6 +153,16 @@ def run(args: argparse.Namespace) -> int:
         return code
     _print_report(report)
     return code
+
+
+def _api_report(config, api: dict) -> dict:  # noqa: ANN001
+    """Where the OpenAI-compatible API listens (the daemon's word), or would listen (the config)."""
+    from services.common.api_token import is_loopback
+
+    details = api.get("details", {})
+    configured = f"http://{config.api.host}:{config.api.port}"
+    return {"url": details.get("url") or None, "configured": configured,
+            "auth": details.get("auth") or ("loopback" if is_loopback(config.api.host) else "token")}
 
 
 def _embedder_line(e: dict) -> str:
@@ -177,6 +188,8 @@ def _print_report(r: dict) -> None:
         f"data      {r['data']['home']} (log {'present' if r['data']['events_db_exists'] else 'not created yet'}; "
         f"run dir {r['data']['run_dir']} {r['data']['run_dir_mode'] or 'not created yet'})",
         _embedder_line(r["embedder"]),
+        f"api       {(r['api']['url'] + '/v1') if r['api']['url'] else 'not running (configured ' + r['api']['configured'] + ')'}"
+        f" ({'bearer token required: `circ api token`' if r['api']['auth'] == 'token' else 'loopback only, no token'})",
     ]
     for name, d in r["daemons"].items():
         lines.append(f"daemon    {name:<9} {d['state']}{', ready' if d['ready'] else ''}"

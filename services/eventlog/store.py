@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import msgspec
 from protocol.codec import encode
 from protocol.envelope import Envelope, StoredEnvelope
 from protocol.events import ChatTurnCompleted, MemoryForgotten
+from services.common.hostinfo import sqlite_durability_pragmas
 
 _turn_decoder = msgspec.msgpack.Decoder(ChatTurnCompleted)
 _forgotten_decoder = msgspec.msgpack.Decoder(MemoryForgotten)
@@ -119,12 +119,11 @@ def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        # synchronous=FULL, and fullfsync on macOS, where plain fsync does not reach the disk.
+        for pragma in sqlite_durability_pragmas():
+            conn.execute(pragma)
         # Erased text must not linger in free pages.
         conn.execute("PRAGMA secure_delete=ON")
-        if sys.platform == "darwin":
-            # Plain fsync on macOS does not reach the disk platter/flash.
-            conn.execute("PRAGMA fullfsync=ON")
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
 

@@ -93,7 +93,7 @@ class AdapterStore:
     @staticmethod
     def new_id() -> str:
         """``ad-YYYYmmdd-HHMMSS-xxxx`` (UTC): sorts by creation time."""
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
         return f"ad-{stamp}-{secrets.token_hex(2)}"
 
     @staticmethod
@@ -471,7 +471,7 @@ class AdapterStore:
 
 # -- helpers ---------------------------------------------------------------------------
 def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
 def _dumps(obj: Any) -> bytes:

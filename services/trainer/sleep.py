@@ -274,7 +274,7 @@ class Sleep:
         t = self.config.trainer
         return TrainParams(rank=t.rank, lr=t.learning_rate, scale=t.lora_scale, batch_size=t.batch_size,
                            num_layers=t.num_layers, steps=self.steps, max_seq_len=t.max_seq_len,
-                           anchor_share=t.anchor_share)
+                           anchor_share=t.anchor_share, compute=t.compute)
 
     def _train(self, manifest: dict) -> None:
         from services.common.paths import resolve_model_dir

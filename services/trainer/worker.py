@@ -43,7 +43,6 @@ main thread is inside a long MLX call.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import hashlib
 import json
 import os
@@ -59,6 +58,7 @@ from typing import IO, Any
 
 import msgspec
 
+from services.common import lifeline
 from services.common.atomic import fsync_dir, write_atomic
 from services.trainer.params import TrainParams
 
@@ -71,7 +71,6 @@ EXIT_PARENT_GONE = 6
 
 NEEDED_ENV = "CIRCADIAN_TRAIN_MEMORY_NEEDED_BYTES"  # replaces the estimate (tests, odd machines)
 AVAILABLE_ENV = "CIRCADIAN_TRAIN_MEMORY_AVAILABLE_BYTES"  # replaces the measurement
-NO_PDEATHSIG_ENV = "CIRCADIAN_WORKER_NO_PDEATHSIG"  # tests: check the pipe guard alone
 
 TRAIN_FILE = "train.jsonl"
 ADAPTER_FILE = "adapters.safetensors"
@@ -118,34 +117,8 @@ class Emitter:
 
 
 def watch_parent(fd: int, parent_pid: int | None) -> None:
-    """Exit the process when the parent's end of the pipe closes (or the parent is gone)."""
-    _set_pdeathsig()
-    if parent_pid is not None and os.getppid() != parent_pid:
-        os._exit(EXIT_PARENT_GONE)  # it died before the guard was set
-
-    def watch() -> None:
-        while True:
-            try:
-                data = os.read(fd, 4096)
-            except InterruptedError:
-                continue
-            except OSError:
-                data = b""
-            if not data:
-                os._exit(EXIT_PARENT_GONE)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _set_pdeathsig() -> None:
-    if not sys.platform.startswith("linux") or os.environ.get(NO_PDEATHSIG_ENV):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # the pipe watcher still guards
+    """Exit (EXIT_PARENT_GONE) when the trainer that started us is gone (services.common.lifeline)."""
+    lifeline.watch_parent(fd, parent_pid, EXIT_PARENT_GONE)
 
 
 # ----------------------------------------------------------------- memory check
@@ -178,7 +151,7 @@ def check_memory(model_dir: Path, params: TrainParams, compute: str | None = Non
     else:
         detail = estimate_training_bytes(model_dir, params, compute)
         needed = int(sum(detail.values()))
-    available, source = available_memory_bytes()
+    available, source = available_memory_bytes(resolve_compute(compute or params.compute))
     ok = available is None or needed <= available
     return MemoryCheck(ok=ok, needed_bytes=needed, available_bytes=available, detail=detail, source=source)
 
@@ -284,11 +257,24 @@ def _safetensors_header(path: Path) -> dict[str, Any]:
         return json.loads(handle.read(length))
 
 
-def available_memory_bytes() -> tuple[int | None, str]:
-    """Memory a new process can use without swapping, and where the figure came from."""
+def available_memory_bytes(compute: str = "float32") -> tuple[int | None, str]:
+    """Memory a new process can use without swapping, and where the figure came from.
+
+    On an accelerator (the quantized path on Metal or CUDA) the bound is the
+    device's: the card's free memory, or Metal's recommended working set of the
+    unified memory (services.common.hostinfo). On the CPU backend it is RAM.
+    """
     override = os.environ.get(AVAILABLE_ENV, "").strip()
     if override:
         return int(float(override)), AVAILABLE_ENV
+    if compute == "quantized":
+        from services.common.blas import preload_openblas
+        from services.common.hostinfo import accelerator_memory_bytes
+
+        preload_openblas()  # the query imports mlx: OpenBLAS must be in place first
+        on_device, source = accelerator_memory_bytes()
+        if on_device is not None:
+            return on_device, source
     if sys.platform.startswith("linux"):
         return _linux_available()
     if sys.platform == "darwin":
