@@ -272,7 +272,7 @@ class InProcessRaw:
         from services.common.blas import preload_openblas
 
         self.blas = preload_openblas()
-        from services.models.compute import load_for_serving
+        from services.lib.models.compute import load_for_serving
 
         self.model, self.tokenizer, compute = load_for_serving(model_dir, "float32")
         self.config = config

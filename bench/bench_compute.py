@@ -93,7 +93,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     from mlx_lm.generate import generate_step
     from mlx_lm.models.cache import make_prompt_cache
 
-    from services.models.compute import load_for_serving
+    from services.lib.models.compute import load_for_serving
 
     compute = CONFIGS[args.worker][0]
     started = time.perf_counter()

@@ -62,7 +62,7 @@ def main() -> int:
     from services.chat import framing
     from services.chat.engine import ChatEngine, TurnCallbacks, TurnRequest
     from services.common.config import ChatConfig
-    from services.models.compute import load_for_serving
+    from services.lib.models.compute import load_for_serving
 
     names = [n for n in args.framings.split(",") if n] or list(framing.FRAMINGS)
     unknown = [n for n in names if n not in framing.FRAMINGS]

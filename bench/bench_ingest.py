@@ -359,7 +359,7 @@ def warm_up(embedder: Any, router: Any) -> None:
 def bench_in_process(turns: list[tuple[str, str]], embedder: Any, router: Any, seed: int) -> dict[str, Any]:
     from protocol.events import MemoryFailed, MemorySkipped, MemoryStored
     from services.ingest.core import IngestCore
-    from services.ingest.index import MemoryIndex, chunk_text
+    from services.lib.memory.index import MemoryIndex, chunk_text
 
     directory = Path(tempfile.mkdtemp(prefix="circ-ingest-", dir="/tmp"))
     try:

@@ -124,7 +124,7 @@ class MemoryBench:
     def run(self) -> None:
         from bench.memory.measure import Measurer, RagContext
         from services.common.paths import resolve_model_dir
-        from services.models.compute import load_for_serving
+        from services.lib.models.compute import load_for_serving
 
         progress("starting the daemons (circ up)")
         self.system.up()
@@ -193,7 +193,7 @@ class MemoryBench:
     def measure(self, n: int, name: str, adapter_dir: Path | None, use_rag: bool, scope: dict[str, Any],
                 **extra: Any) -> dict[str, Any]:
         from bench.memory.measure import _rate, fact_items
-        from services.evaluator.core import adapter_applied
+        from services.lib.adapters.apply import adapter_applied
 
         progress(f"night {n}: measuring {name}")
         figures = self.measurer.run(adapter_dir, night=scope["night"], earlier=scope["earlier"],

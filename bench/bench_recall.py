@@ -50,7 +50,7 @@ from services.common.blas import preload_openblas  # noqa: E402
 
 preload_openblas()
 
-from services.ingest.index import MemoryIndex, MemoryRecord  # noqa: E402
+from services.lib.memory.index import MemoryIndex, MemoryRecord  # noqa: E402
 
 PROG = "bench_recall"
 DIM = 384

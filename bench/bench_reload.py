@@ -270,7 +270,7 @@ def with_instance(args: argparse.Namespace, model_dir: Path, adapter_files: Path
     from bench.memory.system import ScratchSystem, SystemError_
     from services.cli.chat_client import ChatClient
     from services.common.eventlog_client import EventlogClient
-    from services.trainer.adapters import AdapterStore
+    from services.lib.adapters.store import AdapterStore
 
     home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))  # short: socket paths
     system = ScratchSystem(home, keep=args.keep_home)

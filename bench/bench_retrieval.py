@@ -36,7 +36,7 @@ scores 0):
 - ``route_only``: raw texts, but only the turns ``pipeline`` kept for recall
   (rag/both, after dedupe): what routing alone costs.
 - ``pipeline_without_names``: the pipeline's index and recall without the
-  keyed name hashes (services/ingest/names.py): what recall by name adds.
+  keyed name hashes (services/lib/privacy/names.py): what recall by name adds.
 
 Splits: ``person_by_name`` (asks about a person by name) vs ``other``, the
 category x by cells, and ``query_redacted`` (the redactor changed the query:
@@ -215,8 +215,8 @@ def run_pipeline(turns: list[tuple[str, str, str | None]], queries: list[dict[st
                  router: Any, directory: Path, seed: int) -> dict[str, Any]:
     from protocol.events import MemoryStored
     from services.ingest.core import RECALL_ROUTES, IngestCore
-    from services.ingest.index import MemoryIndex
-    from services.ingest.names import NameKeys
+    from services.lib.memory.index import MemoryIndex
+    from services.lib.privacy.names import NameKeys
 
     index = MemoryIndex(directory, embedder.dim, embedder=embedder.identity)
     core = IngestCore(index, embedder, router=router, names=NameKeys(secrets.token_bytes(32)))
@@ -313,9 +313,9 @@ def run_plain(name: str, turns: list[tuple[str, str, str | None]], queries: list
               directory: Path, *, redacted: bool, keep: set[int] | None = None,
               cache: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Embedder + MemoryIndex only: every turn (or the ``keep`` seqs) stored for recall, no routing."""
-    from services.ingest.index import MemoryIndex, MemoryRecord, chunk_text
-    from services.ingest.redact import redact
     from services.ingest.tags import strip_tags
+    from services.lib.memory.index import MemoryIndex, MemoryRecord, chunk_text
+    from services.lib.privacy.redact import redact
 
     cache = {} if cache is None else cache
 
@@ -392,7 +392,7 @@ def main() -> None:
                         help="MiniLM (default) or ingest's fallback, the chat model's hidden states")
     args = parser.parse_args()
     from services.common.logging import configure_logging
-    from services.ingest.redact import redact
+    from services.lib.privacy.redact import redact
 
     configure_logging(PROG, "info")  # structlog lines to stderr, not into the JSON
     n_distractors = args.distractors or (200 if args.quick else 300)

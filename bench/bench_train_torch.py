@@ -8,7 +8,7 @@ mlx-lm's ChatDataset exactly as our worker and ``mlx_lm lora`` see them
 (prompt masked, batch size 1, no padding), same LoRA rank / scale / lr /
 max_seq_len from the trainer config, LoRA on every linear layer of every
 block (what mlx-lm and our worker adapt). The weights are the converted
-model's, dequantized exactly (services.models.compute.to_float32) and
+model's, dequantized exactly (services.lib.models.compute.to_float32) and
 loaded into transformers' LlamaForCausalLM, then cast to --dtype: torch has
 no 4-bit kernel here (bitsandbytes is not installed), so this is plain LoRA
 in bf16, the usual torch baseline, not QLoRA.
@@ -47,7 +47,7 @@ def hf_state_dict(model_dir: Path) -> tuple[dict, object]:
     from mlx.utils import tree_flatten
     from mlx_lm.utils import load
 
-    from services.models.compute import to_float32
+    from services.lib.models.compute import to_float32
 
     model, tokenizer = load(str(model_dir))
     to_float32(model)

@@ -35,7 +35,7 @@ def resolve_model_or_exit(prog: str, override: str | None) -> Path:
         os.environ["CIRCADIAN_CHAT_MODEL"] = override
     from services.common.config import ConfigError, load_config
     from services.common.paths import resolve_model_dir
-    from services.models.validate import ModelError, validate_model_dir
+    from services.lib.models.validate import ModelError, validate_model_dir
 
     try:
         model_dir = resolve_model_dir(load_config().chat.model)

@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from services.ingest.redact import KINDS, STRUCTURED_KINDS, luhn_ok, redact  # noqa: E402
+from services.lib.privacy.redact import KINDS, STRUCTURED_KINDS, luhn_ok, redact  # noqa: E402
 
 LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "nl_NL", "it_IT"]
 IBAN_LOCALES = LOCALES + ["es_ES", "pl_PL", "pt_PT", "fr_CH", "de_AT", "nl_BE"]
@@ -563,7 +563,7 @@ def markdown(table: dict) -> str:
 
     lines = ["| kind | placeholder | gold | detected | precision | recall | covered |",
              "|---|---|---:|---:|---:|---:|---:|"]
-    from services.ingest.redact import PLACEHOLDERS
+    from services.lib.privacy.redact import PLACEHOLDERS
 
     for k, row in table.items():
         lines.append(f"| {k} | `{PLACEHOLDERS[k]}` | {row['gold']} | {row['detected']} | {fmt(row['precision'])} "

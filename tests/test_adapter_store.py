@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from services.common.paths import REPO_ROOT
-from services.trainer.adapters import AdapterInfo, AdapterStore, AdapterStoreError
+from services.lib.adapters.store import AdapterInfo, AdapterStore, AdapterStoreError
 
 KILL_TRIALS = 30
 
@@ -258,7 +258,7 @@ def test_cleanup_staging_removes_leftovers_only(store: AdapterStore) -> None:
 # occasional rollback) as fast as it can until it is killed.
 CHURN = textwrap.dedent("""
     import os, random, sys
-    from services.trainer.adapters import AdapterStore
+    from services.lib.adapters.store import AdapterStore
     store = AdapterStore(sys.argv[1])
     rng = random.Random(int(sys.argv[2]))
     print("ready", flush=True)

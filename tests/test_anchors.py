@@ -46,8 +46,8 @@ def test_steps_are_epochs_over_the_items_within_bounds() -> None:
 
 @pytest.mark.model
 def test_base_replies_are_the_models_greedy_answers_and_are_cached(tmp_path: Path) -> None:
-    from services.models.compute import load_for_serving
-    from services.models.install import install_model
+    from services.lib.models.compute import load_for_serving
+    from services.lib.models.install import install_model
 
     model, tokenizer, _ = load_for_serving(install_model(None, models_dir()), "auto")
     prompts = ["What is the capital of France?", "Name three vegetables."]

@@ -94,8 +94,8 @@ def test_engine_stops_before_a_stop_sequence_and_seeds_from_history() -> None:
     from services.chat.engine import ChatEngine, TurnCallbacks, TurnRequest
     from services.common.config import ChatConfig
     from services.common.paths import models_dir
-    from services.models.compute import load_for_serving
-    from services.models.install import install_model
+    from services.lib.models.compute import load_for_serving
+    from services.lib.models.install import install_model
 
     model, tokenizer, _ = load_for_serving(install_model(None, models_dir()), "auto")
     engine = ChatEngine(model, tokenizer, model_name="m", config=ChatConfig(recall=False))

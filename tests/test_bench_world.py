@@ -14,8 +14,7 @@ import pytest
 
 from bench.memory import world as W
 from bench.memory.world import FAMILIES, STATEMENTS, UPDATABLE, generate_world
-from services.ingest.redact import redact
-from services.trainer.facts import (
+from services.lib.facts import (
     MULTI_VALUED,
     TEMPLATES,
     Fact,
@@ -25,6 +24,7 @@ from services.trainer.facts import (
     normalize,
     questions,
 )
+from services.lib.privacy.redact import redact
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ pytestmark = pytest.mark.model
 
 @pytest.fixture(scope="module")
 def loaded():
-    from services.models.compute import load_for_serving
-    from services.models.install import install_model
+    from services.lib.models.compute import load_for_serving
+    from services.lib.models.install import install_model
 
     model_dir = install_model(None, models_dir())
     model, tokenizer, _ = load_for_serving(model_dir, "auto")

@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 
 from protocol.trainer_api import EvalItem
-from services.ingest.index import MemoryRecord
-from services.trainer.dataset import FALSE_PROBES, build_dataset, load_eval, save_dataset
-from services.trainer.facts import (
+from services.lib.facts import (
     ABSTAIN,
     FAVOURITE_POOLS,
     POOLS,
@@ -29,6 +27,8 @@ from services.trainer.facts import (
     normalize,
     questions,
 )
+from services.lib.memory.index import MemoryRecord
+from services.trainer.dataset import FALSE_PROBES, build_dataset, load_eval, save_dataset
 from services.trainer.identity import IDENTITY_QA, VALID_QA
 
 # ------------------------------------------------------------------ extraction
@@ -402,7 +402,7 @@ def test_saved_dataset_loads_with_mlx_lm(tmp_path: Path) -> None:
     from mlx_lm.utils import load_tokenizer
 
     from services.common.paths import models_dir
-    from services.models.install import install_model
+    from services.lib.models.install import install_model
 
     tokenizer = load_tokenizer(install_model(None, models_dir()))
     ds = build_dataset(NIGHT, seed=0)

@@ -16,8 +16,8 @@ import pytest
 from protocol.envelope import Envelope, new_envelope
 from protocol.events import ChatTurnCompleted, MemoryForgotten
 from services.common.paths import Paths
-from services.eventlog.store import EventStore
-from services.ingest.index import (
+from services.lib.eventstore.store import EventStore
+from services.lib.memory.index import (
     UNRECORDED_EMBEDDER,
     EmbedderMismatch,
     MemoryIndex,

@@ -6,7 +6,7 @@ import sqlite3
 
 from protocol.envelope import new_envelope
 from protocol.events import ChatTurnCompleted, MemoryForgotten
-from services.eventlog.store import EventStore, verify
+from services.lib.eventstore.store import EventStore, verify
 
 
 def turn(text: str):

@@ -16,15 +16,14 @@ import pytest
 from protocol.trainer_api import EvalItem
 from services.evaluator.canaries import CANARY_ITEMS, FORMAT_PROMPTS, POOL, PPL_TEXT
 from services.evaluator.core import (
-    AdapterInvalid,
     Suite,
     Thresholds,
     _gates,
     evaluate,
-    has_adapter,
     measure_reference,
 )
-from services.evaluator.metrics import (
+from services.lib.adapters.apply import AdapterInvalid, has_adapter
+from services.lib.models.scoring import (
     answer_logprob,
     answer_score,
     check_format,
@@ -119,8 +118,8 @@ def test_canary_data_is_consistent():
 @pytest.fixture(scope="module")
 def loaded():
     from services.common.paths import models_dir
-    from services.models.compute import load_for_serving
-    from services.models.install import install_model
+    from services.lib.models.compute import load_for_serving
+    from services.lib.models.install import install_model
 
     model_dir = install_model(None, models_dir())
     model, tokenizer, _ = load_for_serving(model_dir, "auto")
@@ -134,7 +133,7 @@ def make_adapter(model, path: Path, *, damage: bool, num_layers: int = 4, rank: 
     from mlx.utils import tree_flatten
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
-    from services.evaluator.core import remove_adapter
+    from services.lib.adapters.apply import remove_adapter
 
     config = {"fine_tune_type": "lora", "num_layers": num_layers,
               "lora_parameters": {"rank": rank, "scale": 20.0, "dropout": 0.0}}

@@ -31,7 +31,7 @@ from services.common.eventlog_client import EventlogClient
 from services.common.paths import Paths
 from services.common.rpc import RemoteError, RpcClient
 from services.common.zmqio import connect_dealer, connect_push, connect_sub
-from services.eventlog.store import connect, verify
+from services.lib.eventstore.store import connect, verify
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,7 +16,7 @@ from protocol.events import AdapterReloaded, ChatTurnCompleted, ServiceFailed, S
 from protocol.service_api import ErrorReply
 from services.common.daemon import Readiness
 from services.eventlog.core import EventlogCore, PendingAppend
-from services.eventlog.store import GENESIS_HASH, EventStore, StoreError, row_hash, verify
+from services.lib.eventstore.store import GENESIS_HASH, EventStore, StoreError, row_hash, verify
 
 ENVELOPE = Codec(Envelope)
 

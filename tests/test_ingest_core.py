@@ -30,7 +30,7 @@ def embedder():
 @pytest.fixture
 def core(tmp_path, embedder):
     from services.ingest.core import IngestCore
-    from services.ingest.index import MemoryIndex
+    from services.lib.memory.index import MemoryIndex
 
     index = MemoryIndex(tmp_path / "memory")
     yield IngestCore(index, embedder)
@@ -154,13 +154,13 @@ def test_forget_removes_the_memory_and_names_its_turn(core):
     assert all("blue door" not in m.text for m in core.recall("locker code", k=5)[0])
 
 
-# -- recall by name, without the name in the index (services/ingest/names.py) --------------------
+# -- recall by name, without the name in the index (services/lib/privacy/names.py) --------------------
 
 @pytest.fixture
 def named_core(tmp_path, embedder):
     from services.ingest.core import IngestCore
-    from services.ingest.index import MemoryIndex
-    from services.ingest.names import NameKeys
+    from services.lib.memory.index import MemoryIndex
+    from services.lib.privacy.names import NameKeys
 
     index = MemoryIndex(tmp_path / "memory")
     # The ingest.redact_names mode (names are kept by default since issue 12).

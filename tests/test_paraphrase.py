@@ -118,7 +118,7 @@ def test_requests_file_is_validated(tmp_path: Path) -> None:
 
 @pytest.mark.model
 def test_the_worker_rewords_with_the_real_model(tmp_path: Path) -> None:
-    from services.models.install import install_model
+    from services.lib.models.install import install_model
 
     model_dir = install_model(None, models_dir())
     requests = collect_requests(lambda record: build_dataset(NIGHT, paraphraser=record, max_paraphrases=2))

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ingest.redact import (
+from services.lib.privacy.redact import (
     KINDS,
     PLACEHOLDERS,
     STRUCTURED_KINDS,

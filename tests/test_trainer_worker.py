@@ -8,7 +8,7 @@ small and shared. Speed is measured in bench/, not asserted here.
 from __future__ import annotations
 
 # Imported first on purpose: it preloads OpenBLAS before anything imports mlx.
-from services.models.compute import load_for_serving  # isort: skip
+from services.lib.models.compute import load_for_serving  # isort: skip
 
 import json
 import os
@@ -27,7 +27,7 @@ import pytest
 from services.common.heavylock import HeavyRunLock
 from services.common.lifeline import NO_PDEATHSIG_ENV
 from services.common.paths import REPO_ROOT
-from services.models.install import install_model
+from services.lib.models.install import install_model
 from services.trainer.params import TrainParams
 from services.trainer.runner import WorkerResult, run_worker, worker_command
 from services.trainer.worker import (

@@ -53,7 +53,7 @@ wq, s, b = mx.quantize(w, group_size=64, bits=4)
 ref = x @ mx.dequantize(wq, s, b, group_size=64, bits=4).T
 y = mx.quantized_matmul(x, wq, s, b, transpose=True, group_size=64, bits=4)
 print("qmm rel err", float(mx.linalg.norm(y - ref) / mx.linalg.norm(ref)))
-from services.models.compute import load_for_serving, current_backend
+from services.lib.models.compute import load_for_serving, current_backend
 from services.common.paths import resolve_model_dir
 from services.trainer.worker import resolve_compute, available_memory_bytes
 print("backend", current_backend(), "trainer auto ->", resolve_compute("auto"), "avail", available_memory_bytes())

@@ -8,7 +8,7 @@ on it cannot disagree about what "recalled" means.
 Fact recall is multiple choice by log-likelihood: the right value against
 three same-type distractors (chance 25%); for an updated fact the old value
 is one of the distractors, so "the latest value wins" is what is scored.
-Questions come from ``services.trainer.facts.TEMPLATES``: ``train`` wording
+Questions come from ``services.lib.facts.TEMPLATES``: ``train`` wording
 (what the adapter was taught) and ``heldout`` wording (never trained on).
 """
 
@@ -22,10 +22,11 @@ from typing import Any
 
 from protocol.trainer_api import EvalItem
 from services.chat.engine import with_memories
-from services.evaluator.core import adapter_applied, measure
-from services.evaluator.metrics import DEFAULT_NORMALIZE, Scorer, greedy_results, score_items
+from services.evaluator.core import measure
+from services.lib.adapters.apply import adapter_applied
+from services.lib.facts import Fact, distractors, questions, stable_seed
+from services.lib.models.scoring import DEFAULT_NORMALIZE, Scorer, greedy_results, score_items
 from services.trainer.dataset import _false_items
-from services.trainer.facts import Fact, distractors, questions, stable_seed
 
 QUESTIONS_PER_FACT = 2  # per wording; two keep 100 facts to ~400 scored items
 GREEDY_SAMPLE = 10

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.paths import anchor_cache_dir
-from services.ingest.index import MemoryRecord
+from services.lib.memory.index import MemoryRecord
 from services.trainer.dataset import NightDataset, build_dataset, save_dataset
 from services.trainer.identity import chat_example, identity_examples, valid_examples
 from services.trainer.params import TrainParams

@@ -31,9 +31,9 @@ from bench.memory.night import Condition, train_condition  # noqa: E402
 from bench.memory.world import generate_world  # noqa: E402
 from services.common.config import load_config  # noqa: E402
 from services.common.paths import resolve_model_dir  # noqa: E402
-from services.ingest.index import MemoryRecord  # noqa: E402
-from services.ingest.redact import redact  # noqa: E402
-from services.models.compute import load_for_serving  # noqa: E402
+from services.lib.memory.index import MemoryRecord  # noqa: E402
+from services.lib.models.compute import load_for_serving  # noqa: E402
+from services.lib.privacy.redact import redact  # noqa: E402
 from services.trainer.params import TrainParams  # noqa: E402
 
 

@@ -9,7 +9,7 @@ among distractor turns (small talk, general questions, code, URLs, JSON,
 fake PII) that state nothing. From day 2 on, ``update_share`` of the day's
 facts change an earlier single-valued fact ("we moved from X to Y").
 
-Ground truth is exactly what :func:`services.trainer.facts.extract_facts`
+Ground truth is exactly what :func:`services.lib.facts.extract_facts`
 gets from the redacted turn, so a recall failure in the benchmark is the
 memory's failure, not the extractor's: ``generate_world`` checks every turn
 through the redactor and the extractor and raises ``ValueError`` naming the
@@ -24,8 +24,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from services.ingest.redact import redact
-from services.trainer.facts import FAVOURITE_POOLS, MULTI_VALUED, extract_facts, family, normalize
+from services.lib.facts import FAVOURITE_POOLS, MULTI_VALUED, extract_facts, family, normalize
+from services.lib.privacy.redact import redact
 
 __all__ = ["FAMILIES", "STATEMENTS", "UPDATABLE", "Day", "World", "WorldFact", "generate_world"]
 

@@ -22,7 +22,7 @@ from protocol.events import ChatTurnCompleted
 from services.chat.framing import with_memories as framed
 from services.chat.sessions import Session, SessionTable, common_prefix_len
 from services.common.config import ChatConfig
-from services.common.placeholders import scrub_reply
+from services.lib.privacy.placeholders import scrub_reply
 
 HistoryLoader = Callable[[str], list[tuple[str, str]]]
 
@@ -261,7 +261,7 @@ class ChatEngine:
 
 
 class _PlaceholderScrub:
-    """Passes text on with placeholders scrubbed (services/common/placeholders.py).
+    """Passes text on with placeholders scrubbed (services/lib/privacy/placeholders.py).
 
     A "[" holds the text back until its "]" arrives (or 40 characters pass), so a
     placeholder split over tokens is scrubbed whole: no reply shows "[NAME]".

@@ -2,7 +2,7 @@
 
 The 135M model read "I work as a nurse" in its context and answered as if it
 were itself a nurse. A memory is the user's own statement, so it is shown as
-one; placeholders become words first (services/common/placeholders.py).
+one; placeholders become words first (services/lib/privacy/placeholders.py).
 
 The framings below are the candidates measured by ``bench/bench_framing.py``
 (embedded model, greedy, the same facts and questions for each); ``FRAMING``
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from services.common.placeholders import speakable
+from services.lib.privacy.placeholders import speakable
 
 # First person -> second person, longest forms first; only where the swap is reliable
 # (a memory is one user's own sentence about themselves).

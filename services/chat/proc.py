@@ -86,7 +86,7 @@ def redact_turn(turn: ChatTurnCompleted) -> ChatTurnCompleted:
     """The turn with PII and secrets replaced, for `chat.redact_before_log`."""
     import msgspec
 
-    from services.ingest.redact import redact
+    from services.lib.privacy.redact import redact
 
     return msgspec.structs.replace(turn, user_text=redact(turn.user_text).text,
                                    assistant_text=redact(turn.assistant_text).text)
@@ -260,7 +260,7 @@ class ChatServer:
         from services.chat.engine import ChatEngine
         from services.chat.history import LogHistory
         from services.common.blas import preload_openblas
-        from services.models.compute import load_for_serving
+        from services.lib.models.compute import load_for_serving
 
         blas = preload_openblas()
         model_dir = resolve_model_dir(self.config.chat.model)
@@ -291,7 +291,7 @@ class ChatServer:
 
     def _reload_adapter(self, engine: Any, reason: str, *, emit: bool = True) -> Envelope | None:
         """Swap to adapters/current between requests; a bad adapter leaves the old one serving."""
-        from services.chat.adapters import AdapterError, swap
+        from services.lib.adapters.serve import AdapterError, swap
 
         try:
             outcome = swap(engine.model, self.paths.adapters, engine.adapter_id)

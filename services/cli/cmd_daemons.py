@@ -31,7 +31,7 @@ def _check_model() -> str | None:
     """A missing model is the most common first-run error: say it before starting."""
     from services.common.config import load_config
     from services.common.paths import resolve_model_dir
-    from services.models.validate import ModelError, validate_model_dir
+    from services.lib.models.validate import ModelError, validate_model_dir
 
     model_dir = resolve_model_dir(load_config().chat.model)
     try:

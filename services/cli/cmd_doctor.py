@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
     from services.common.blas import probe_gflops
     from services.common.config import load_config
     from services.common.paths import current_paths, resolve_model_dir
-    from services.models.compute import current_backend
-    from services.models.validate import ModelError, validate_model_dir
+    from services.lib.models.compute import current_backend
+    from services.lib.models.validate import ModelError, validate_model_dir
 
     config = load_config()
     paths = current_paths()

@@ -36,7 +36,7 @@ class LogMissing(Exception):
 
 
 def open_log(paths: Paths):
-    from services.eventlog.store import connect
+    from services.lib.eventstore.store import connect
 
     if not paths.events_db.exists():
         raise LogMissing(f"no event log at {paths.events_db}: start circadian with `circ up` "
@@ -124,7 +124,7 @@ def export(conn, paths: Paths, args: argparse.Namespace) -> int:
 
 
 def verify(conn, paths: Paths, args: argparse.Namespace) -> int:
-    from services.eventlog.store import verify as verify_log
+    from services.lib.eventstore.store import verify as verify_log
 
     report = verify_log(conn)
     chain = "hash chain intact" if report.hash_chain and not report.bad_hashes else (
@@ -141,7 +141,7 @@ def verify(conn, paths: Paths, args: argparse.Namespace) -> int:
 def stats(conn, paths: Paths, args: argparse.Namespace) -> int:
     import json
 
-    from services.eventlog.store import stats as log_stats
+    from services.lib.eventstore.store import stats as log_stats
 
     s = log_stats(conn, paths.events_db)
     if args.json:

@@ -21,8 +21,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from services.common.paths import models_dir
-    from services.models.install import install_model
-    from services.models.validate import ModelError
+    from services.lib.models.install import install_model
+    from services.lib.models.validate import ModelError
 
     started = time.monotonic()
 

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _head_seq(paths: Paths) -> int:
-    from services.eventlog.store import connect
+    from services.lib.eventstore.store import connect
 
     if not paths.events_db.exists():
         return 0  # nothing logged yet (never started): the trainer's answer says what to do
@@ -102,7 +102,7 @@ def sleep(paths: Paths, args: argparse.Namespace) -> int:
 def follow(paths: Paths, sleep_id: str, adapter_id: str, after_seq: int, timeout_s: float,
            *, quiet: bool) -> dict[str, Any]:
     """Print the sleep's progress from the log until its verdict; return a summary."""
-    from services.eventlog.store import connect, replay
+    from services.lib.eventstore.store import connect, replay
 
     deadline = time.monotonic() + timeout_s
     summary: dict[str, Any] = {"verdict": "unknown"}
@@ -189,7 +189,7 @@ def _print_progress(kind: str, body: dict) -> None:
 def adapters(paths: Paths, args: argparse.Namespace) -> int:
     from protocol.envelope import new_id
     from protocol.trainer_api import Pin, Rollback
-    from services.trainer.adapters import AdapterStore
+    from services.lib.adapters.store import AdapterStore
 
     store = AdapterStore(paths.adapters)
     match args.adapters_command:

@@ -1,7 +1,7 @@
 """`circ redact [--json]`: show what the redactor would keep of some text.
 
 Reads text on stdin and prints it redacted, exactly as ingest would store it
-(the same ``services.ingest.redact.redact``), so a user can check a message
+(the same ``services.lib.privacy.redact.redact``), so a user can check a message
 before trusting it to memory:
 
     echo "mail me at ann@example.org" | circ redact
@@ -26,7 +26,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from services.ingest.redact import redact
+    from services.lib.privacy.redact import redact
 
     raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
     # surrogateescape keeps undecodable bytes as lone surrogates: offsets stay stable

@@ -147,7 +147,7 @@ class EvaluatorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 class IngestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     # Person names are what a user wants remembered ("my name is Priya", "my boss Karen"), and
     # they never leave the machine: kept by default. True: names become [NAME] too, and recall
-    # by name goes through keyed hashes (services/ingest/names.py). Contact and financial ids,
+    # by name goes through keyed hashes (services/lib/privacy/names.py). Contact and financial ids,
     # government ids, secrets and addresses are redacted in both modes.
     redact_names: bool = False
 

@@ -195,3 +195,8 @@ def _try_flock(fd: int, kind: int) -> bool:
             return False
         raise
     return True
+
+
+def heavy_lock_path(paths: Any) -> Path:
+    """The one lock file every memory-heavy run (night, evaluation) takes: a ``Paths``'s run dir."""
+    return paths.run / "heavy.lock"

@@ -43,7 +43,7 @@ class Paths:
 
     @property
     def keys(self) -> Path:
-        """Secrets ingest derives state with (services/ingest/names.py); not part of the index."""
+        """Secrets ingest derives state with (services/lib/privacy/names.py); not part of the index."""
         return self.data / "keys"
 
     @property

@@ -3,7 +3,7 @@
 - :data:`CANARY_ITEMS`: general-capability multiple choice (capitals,
   arithmetic, common knowledge, word meanings), each gold answer against
   three same-type distractors, scored by log-likelihood
-  (:func:`services.evaluator.metrics.mc_accuracy`). Only items the BASE
+  (:func:`services.lib.models.scoring.mc_accuracy`). Only items the BASE
   embedded model answers right, by a margin, are kept (see
   :data:`SELECTED`), so the base scores 1.0 by construction and any loss is
   damage done by an adapter.
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from protocol.trainer_api import EvalItem
-from services.evaluator.metrics import FormatPrompt
+from services.lib.models.scoring import FormatPrompt
 
 
 def _q(question: str, answer: str, *distractors: str) -> EvalItem:
@@ -301,18 +301,18 @@ FORMAT_PROMPTS: list[FormatPrompt] = [_FORMAT_BY_PROMPT[p] for p in FORMAT_SELEC
 # and far above float rounding (~1e-5). On the embedded model: 55 of the 94
 # pool items are right, 40 of them by >= 1 nat (0.5 would keep 48).
 MIN_MARGIN = 1.0
-NORMALIZE = "sum"  # services.evaluator.metrics.DEFAULT_NORMALIZE, checked in _select
+NORMALIZE = "sum"  # services.lib.models.scoring.DEFAULT_NORMALIZE, checked in _select
 
 
 def _select(args: argparse.Namespace) -> int:
     from services.common.paths import models_dir
-    from services.evaluator.metrics import (
+    from services.lib.models.compute import load_for_serving
+    from services.lib.models.scoring import (
         DEFAULT_NORMALIZE,
         NORMALIZATIONS,
         format_results,
         score_items,
     )
-    from services.models.compute import load_for_serving
 
     assert NORMALIZE == DEFAULT_NORMALIZE, "select with the normalization the gates use"
     model_dir = Path(args.model) if args.model else models_dir() / "smollm2-135m-instruct"

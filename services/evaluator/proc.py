@@ -147,8 +147,7 @@ class EvaluatorServer:
                 mlx_core.clear_streams()
 
     def _judge(self, request: Evaluate, client: EventlogClient) -> Any:
-        from services.common.heavylock import HeavyRunLock
-        from services.trainer.sleep import heavy_lock_path
+        from services.common.heavylock import HeavyRunLock, heavy_lock_path
 
         started = time.monotonic()
         lock = HeavyRunLock(heavy_lock_path(self.paths))
@@ -182,7 +181,7 @@ class EvaluatorServer:
     def _measure(self, request: Evaluate) -> Any:
         from services.common.paths import resolve_model_dir
         from services.evaluator.core import Thresholds, evaluate
-        from services.models.compute import load_for_serving
+        from services.lib.models.compute import load_for_serving
 
         e = self.config.evaluator
         thresholds = Thresholds(min_fact_recall=e.min_fact_recall, max_canary_drop_pts=e.max_canary_drop_pts,

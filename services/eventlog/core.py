@@ -25,8 +25,8 @@ from protocol.eventlog_api import (
 )
 from protocol.service_api import ErrorReply, Ping
 from services.common.daemon import Readiness
-from services.eventlog import store as store_mod
-from services.eventlog.store import EventStore
+from services.lib.eventstore import store as store_mod
+from services.lib.eventstore.store import EventStore
 
 
 @dataclass

@@ -26,7 +26,7 @@ from services.common.logging import get_logger
 from services.common.paths import Paths
 from services.common.zmqio import bind_pub, bind_pull, bind_router
 from services.eventlog.core import EventlogCore, PendingAppend, malformed_reply
-from services.eventlog.store import EventStore
+from services.lib.eventstore.store import EventStore
 
 log = get_logger("eventlog")
 

@@ -8,7 +8,7 @@ against 0.43 for the sentence alone. So a prose turn is stored as one memory
 per statement sentence; a sentence that states nothing on its own ("Hi!",
 "Busy day.") joins its neighbour. Each chunk keeps the turn's id, timestamp
 and tags (memory ids ``m<seq>.<chunk>``). Verbatim material and long pastes
-keep the word windows of :func:`services.ingest.index.chunk_text`.
+keep the word windows of :func:`services.lib.memory.index.chunk_text`.
 
 The vector of a memory that states a fact is the embedding of its text
 *plus the question that asks for that fact* (the trainer's own question
@@ -42,7 +42,7 @@ def _states_something(sentence: str) -> bool:
 
 def memory_chunks(text: str) -> list[str]:
     """The memories one (redacted, question-free) turn becomes."""
-    from services.ingest.index import chunk_text
+    from services.lib.memory.index import chunk_text
 
     if not text.strip():
         return []
@@ -68,7 +68,7 @@ def memory_chunks(text: str) -> list[str]:
 
 def expanded(text: str) -> str:
     """The text to embed for a memory: its words, then the questions that ask for its facts."""
-    from services.trainer.facts import extract_facts, questions
+    from services.lib.facts import extract_facts, questions
 
     asks = []
     for fact in extract_facts(text):

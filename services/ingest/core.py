@@ -29,18 +29,18 @@ from protocol.envelope import Envelope, new_envelope
 from protocol.events import ChatTurnCompleted, MemoryFailed, MemorySkipped, MemoryStored
 from protocol.ingest_api import MAX_RECALL_K, MemoryInfo, RecalledMemory
 from services.ingest.chunks import expanded
-from services.ingest.names import NameKeys, restore_name
 from services.ingest.questions import statements_only
-from services.ingest.redact import find_spans, redact
 from services.ingest.route import RouteDecision, apply_opt_outs, route_default
 from services.ingest.supersede import fact_pairs, superseded_by
 from services.ingest.tags import find_tags, strip_tags
+from services.lib.privacy.names import NameKeys, restore_name
+from services.lib.privacy.redact import find_spans, redact
 
 CURSOR_KEY = "cursor_seq"
 RECALL_ROUTES = ("rag", "both")
 NEAR_DUPLICATE_COSINE = 0.97
 # A memory that mentions a name the query names ranks this much above its cosine similarity
-# (services/ingest/names.py; chosen on bench/bench_retrieval.py, see README "Memory").
+# (services/lib/privacy/names.py; chosen on bench/bench_retrieval.py, see README "Memory").
 NAME_MATCH_BONUS = 0.3
 MAX_TURN_CHARS = 32_000
 
@@ -127,7 +127,7 @@ class IngestCore:
 
     def decide(self, seq: int, turn: ChatTurnCompleted, ts: float):  # noqa: ANN201
         """(event, records, vectors) for one turn, without side effects."""
-        from services.ingest.index import MemoryRecord
+        from services.lib.memory.index import MemoryRecord
 
         if turn.erased:
             return MemorySkipped(turn_seq=seq, reason="erased by forget", session_id=turn.session_id), [], None
@@ -209,7 +209,7 @@ class IngestCore:
         embedded = time.perf_counter()
         # Candidates: the nearest by meaning, and every memory that mentions a name the query
         # names (redacted in the memory, so invisible to the embedder); the latter rank higher
-        # and show the name as the query spells it (services/ingest/names.py).
+        # and show the name as the query spells it (services/lib/privacy/names.py).
         found: dict[str, tuple[float, list[str], Any]] = {
             h.memory_id: (float(h.score), [], h) for h in self.index.search(vector, k * 4)}
         for h, keys in self.index.search_names(vector, sorted(named)) if named else []:

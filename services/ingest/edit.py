@@ -43,7 +43,7 @@ def edit(core: Any, request: EditMemory, emit: Callable[[Envelope], int]) -> Any
 
 def apply_edited(core: Any, event: MemoryEdited) -> bool:
     """Put the edit into the index (redacted, re-embedded); False when the memory is gone."""
-    from services.ingest.redact import redact
+    from services.lib.privacy.redact import redact
 
     text = redact(event.text, names=core.redact_names).text
     record = core.index.get(event.memory_id)

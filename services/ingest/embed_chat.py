@@ -97,7 +97,7 @@ class ChatModelEmbedder:
 
     def __init__(self, model: str | Path, *, batch_size: int = BATCH_SIZE, max_tokens: int = MAX_TOKENS,
                  cache_dir: Path | None = None) -> None:
-        from services.models.validate import ModelError, validate_model_dir
+        from services.lib.models.validate import ModelError, validate_model_dir
 
         self.model_dir = resolve_model_dir(str(model))
         self.batch_size = max(1, batch_size)
@@ -111,7 +111,7 @@ class ChatModelEmbedder:
             from mlx_lm.models.base import create_attention_mask
             from tokenizers import Tokenizer
 
-            from services.models.compute import load_for_serving
+            from services.lib.models.compute import load_for_serving
 
             model_obj, _tokenizer, compute = load_for_serving(self.model_dir, "auto")
             inner = model_obj.model

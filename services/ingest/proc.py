@@ -151,7 +151,7 @@ class IngestServer:
     def _attempt(self) -> None:
         """One try: load an embedder, open its index (or note that it must be rebuilt), get ready."""
         from services.ingest.embed import EmbedderUnavailable, load_embedder
-        from services.ingest.index import EmbedderMismatch, MemoryIndex
+        from services.lib.memory.index import EmbedderMismatch, MemoryIndex
 
         started = time.perf_counter()
         self.readiness.details.update(state="loading the embedder")
@@ -182,7 +182,7 @@ class IngestServer:
     def _activate(self, index: Any, started: float, extra: dict[str, str]) -> None:
         from services.common.consumer import EventConsumer
         from services.ingest.core import IngestCore
-        from services.ingest.names import NameKeys
+        from services.lib.privacy.names import NameKeys
 
         embedder = self.embedder
         self.core = IngestCore(index, embedder, router=load_router(embedder), names=NameKeys.open(self.paths.keys),
@@ -208,7 +208,7 @@ class IngestServer:
 
     def _degrade(self, reason: str, attempt_s: float) -> None:
         """No embedder: stay up, not ready; say so once in the log of events; try again later."""
-        from services.ingest.index import read_meta
+        from services.lib.memory.index import read_meta
 
         self.core = self.consumer = self.embedder = None
         self._mismatch = None
@@ -237,8 +237,8 @@ class IngestServer:
 
     def _rebuild(self, stop: ShutdownFlag) -> None:
         """Rebuild the index for self.embedder (up to the old cursor), swap it in, get ready."""
-        from services.ingest.index import MemoryIndex, read_meta
         from services.ingest.rebuild import rebuild_index, swap_in
+        from services.lib.memory.index import MemoryIndex, read_meta
 
         started = time.perf_counter()
         mismatch, embedder = self._mismatch, self.embedder

@@ -22,7 +22,7 @@ from protocol.codec import Codec, ProtocolError, encode
 from protocol.envelope import Envelope
 from protocol.events import ChatTurnCompleted, MemoryEdited, MemoryForgotten, event_tag
 from services.common.paths import Paths
-from services.eventlog.store import connect, replay
+from services.lib.eventstore.store import connect, replay
 
 TYPES = [event_tag(ChatTurnCompleted), event_tag(MemoryForgotten), event_tag(MemoryEdited)]
 PAGE = 2000
@@ -44,8 +44,8 @@ def rebuild_index(paths: Paths, target: Path, *, embedder=None,  # noqa: ANN001
     from services.ingest.core import IngestCore
     from services.ingest.embed import load_embedder
     from services.ingest.forget import apply_forgotten
-    from services.ingest.index import MemoryIndex
-    from services.ingest.names import NameKeys
+    from services.lib.memory.index import MemoryIndex
+    from services.lib.privacy.names import NameKeys
 
     if target.exists():
         shutil.rmtree(target)

@@ -86,7 +86,7 @@ def _states_a_fact(text: str) -> bool:
     tonight?"), and the classifier, seeing a question at the end, skipped 14
     of 100 such statements on the memory benchmark's day.
     """
-    from services.trainer.facts import extract_facts
+    from services.lib.facts import extract_facts
 
     return bool(extract_facts(text))
 

@@ -23,7 +23,7 @@ from typing import Any
 
 def fact_pairs(text: str) -> list[tuple[str, str]]:
     """(fact_key, value) for the single-valued facts ``text`` states."""
-    from services.trainer.facts import MULTI_VALUED, extract_facts, family
+    from services.lib.facts import MULTI_VALUED, extract_facts, family
 
     pairs = {}
     for fact in extract_facts(text):

@@ -84,7 +84,7 @@ def base_replies(model: Any, tokenizer: Any, *, model_id: str, system_prompt: st
                 return [(str(p), str(r)) for p, r in cached]
         except (OSError, ValueError):
             pass  # a damaged cache is regenerated
-    from services.evaluator.metrics import Scorer
+    from services.lib.models.scoring import Scorer
 
     replies = Scorer(model, tokenizer, system_prompt).greedy(prompts, max_tokens)
     # A reply cut off by the token budget would teach the model to stop

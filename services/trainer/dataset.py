@@ -10,7 +10,7 @@ What gets taught (DESIGN.md, "Memory quality"):
   forgotten, not tagged ``no-train``, with text. Everything else is counted
   in ``manifest["excluded"]``.
 * **Facts -> question/answer pairs.** Each fact the user stated
-  (:func:`services.trainer.facts.extract_facts`) becomes ``phrasings``
+  (:func:`services.lib.facts.extract_facts`) becomes ``phrasings``
   (default 5) pairs: TRAIN question templates (a seeded choice among >= 6)
   each paired with an answer template (the answers rotate, so the value is
   seen in several sentence shapes). An optional ``paraphraser`` adds up to
@@ -70,9 +70,7 @@ import msgspec
 
 from protocol.trainer_api import EvalItem
 from services.common.atomic import write_atomic
-from services.ingest.index import MemoryRecord
-from services.ingest.redact import redact
-from services.trainer.facts import (
+from services.lib.facts import (
     ABSTAIN,
     MULTI_VALUED,
     Fact,
@@ -86,6 +84,8 @@ from services.trainer.facts import (
     questions,
     stable_seed,
 )
+from services.lib.memory.index import MemoryRecord
+from services.lib.privacy.redact import redact
 from services.trainer.identity import chat_example, valid_examples
 from services.trainer.identity import identity_examples as default_identity
 

@@ -10,7 +10,7 @@ knows (so training on them costs nothing and anchors them), and saying "I
 don't know" when it cannot know — which the false-recall gate measures.
 
 The abstention examples are deliberately about things no relation in
-:mod:`services.trainer.facts` can teach (dreams, a number being thought of),
+:mod:`services.lib.facts` can teach (dreams, a number being thought of),
 so they never contradict a fact the user did state.
 
 ``VALID_QA`` is a separate, never-trained set: it becomes ``valid.jsonl``,

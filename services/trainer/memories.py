@@ -11,7 +11,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from services.ingest.index import MemoryRecord
+from services.lib.memory.index import MemoryRecord
 
 DB_NAME = "memories.db"
 

@@ -51,7 +51,7 @@ def night_alert(paths: Paths, state: Any, verdict: str) -> Alert | None:
                      message=f"last night's sleep failed: {state.error}",
                      details={"sleep_id": state.sleep_id, "adapter_id": state.adapter_id})
     if verdict == "reject":
-        from services.trainer.adapters import AdapterStore
+        from services.lib.adapters.store import AdapterStore
 
         try:
             reasons = AdapterStore(paths.adapters).show(state.adapter_id).get("evaluation", {}).get("reasons", [])

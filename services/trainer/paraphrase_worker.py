@@ -79,10 +79,10 @@ def _main(args: argparse.Namespace, emit: Emitter) -> int:
     requests = read_requests(Path(args.requests))
     started = time.monotonic()
     # First: it preloads OpenBLAS, which must happen before mlx is imported.
-    from services.models.compute import load_for_serving
+    from services.lib.models.compute import load_for_serving
 
     # isort: split
-    from services.evaluator.metrics import Scorer
+    from services.lib.models.scoring import Scorer
 
     model, tokenizer, compute = load_for_serving(model_dir)
     scorer = Scorer(model, tokenizer, SYSTEM_PROMPT)

@@ -52,7 +52,7 @@ EVALUATION_TIMEOUT_S = 3600.0
 
 class TrainerServer:
     def __init__(self, paths: Paths, config: Config, ctx: zmq.Context | None = None) -> None:
-        from services.trainer.adapters import AdapterStore
+        from services.lib.adapters.store import AdapterStore
         from services.trainer.schedule import NightLedger, parse_window
 
         self.paths = paths
@@ -144,7 +144,7 @@ class TrainerServer:
             case Rollback(adapter_id=target, request_id=rid):
                 return self._rollback(target, rid)
             case Pin(adapter_id=adapter_id, pinned=pinned, request_id=rid):
-                from services.trainer.adapters import AdapterStoreError
+                from services.lib.adapters.store import AdapterStoreError
 
                 try:
                     self.store.pin(adapter_id, pinned)
@@ -259,8 +259,7 @@ class TrainerServer:
         check_disk(self.paths, self.config, emit=lambda b: self.emit_from(self.log_client, b))
 
     def _status(self, rid: str) -> TrainerStatus:
-        from services.common.heavylock import HeavyRunLock
-        from services.trainer.sleep import heavy_lock_path
+        from services.common.heavylock import HeavyRunLock, heavy_lock_path
 
         holder = HeavyRunLock(heavy_lock_path(self.paths)).holder()
         state = self.sleep_state
@@ -284,7 +283,7 @@ class TrainerServer:
         previous = self.store.current()
         if self._sleeping() and self.sleep_state.state == "promoting":
             return ErrorReply(code="busy", request_id=rid, message="a promotion is in progress; retry in a moment")
-        from services.trainer.adapters import AdapterStoreError
+        from services.lib.adapters.store import AdapterStoreError
 
         try:
             new = self.store.rollback(target)

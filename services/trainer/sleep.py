@@ -14,7 +14,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from protocol.envelope import new_id
@@ -31,7 +30,7 @@ from protocol.trainer_api import Evaluate
 from services.common.config import Config
 from services.common.logging import get_logger
 from services.common.paths import Paths, anchor_cache_dir, paraphrase_cache_dir
-from services.trainer.facts import stable_seed
+from services.lib.facts import stable_seed
 
 log = get_logger("trainer.sleep")
 
@@ -64,14 +63,10 @@ def new_sleep_ids(store: Any) -> tuple[str, str]:
     return new_id("sl-"), store.new_id()
 
 
-def heavy_lock_path(paths: Paths) -> Path:
-    return paths.run / "heavy.lock"
-
-
 class Sleep:
     def __init__(self, paths: Paths, config: Config, state: SleepState, *, emit: EmitFn,
                  evaluate: EvaluateFn, should_stop: Callable[[], bool], steps: int | None = None) -> None:
-        from services.trainer.adapters import AdapterStore
+        from services.lib.adapters.store import AdapterStore
 
         self.paths = paths
         self.config = config
@@ -101,7 +96,7 @@ class Sleep:
 
     # -- the night ----------------------------------------------------------
     def _run(self) -> str:
-        from services.common.heavylock import HeavyRunLock
+        from services.common.heavylock import HeavyRunLock, heavy_lock_path
 
         lock = HeavyRunLock(heavy_lock_path(self.paths))
         if not lock.acquire("trainer", timeout_s=self.config.trainer.lock_timeout_s):

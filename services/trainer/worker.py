@@ -451,7 +451,7 @@ class Trainer:
     # -- setup ---------------------------------------------------------------
     def load(self, examples: list[dict[str, Any]]) -> None:
         # First: it preloads OpenBLAS, which must happen before mlx is imported.
-        from services.models.compute import load_for_serving
+        from services.lib.models.compute import load_for_serving
 
         # isort: split
         import mlx.core as mx
@@ -783,7 +783,7 @@ def _main(args: argparse.Namespace, emit: Emitter, stop: threading.Event, in_loo
     emit("memory", needed_bytes=memory.needed_bytes, available_bytes=memory.available_bytes,
          detail=memory.detail, source=memory.source)
     trainer = Trainer(args, params, emit, stop.is_set)
-    from services.models.validate import ModelError
+    from services.lib.models.validate import ModelError
 
     try:
         trainer.load(examples)

@@ -249,7 +249,7 @@ def canaries_in(instance: Instance) -> dict[int, Canary]:
     print(f"canary seed {SEED} (rerun with CIRCADIAN_E2E_SEED={SEED})")
     instance.wait_ready("ingest", timeout_s=60)
     for canary in CANARY_LIST:  # the premise: the redactor knows every shape used here
-        from services.ingest.redact import redact
+        from services.lib.privacy.redact import redact
 
         redacted = redact(canary.text)
         assert not [n for n in canary.needles if n in redacted.text], (canary.shape, redacted.text)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from services.cli.chat_client import ChatClient
-from services.ingest.index import read_meta
+from services.lib.memory.index import read_meta
 
 from .harness import Instance, base_env
 from .test_ingest_bad_input import _broken_embedder_path, _decisions, _recall_texts, _wait_handled

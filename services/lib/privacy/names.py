@@ -38,7 +38,7 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
-from services.ingest.redact import PLACEHOLDERS, Span, redact
+from services.lib.privacy.redact import PLACEHOLDERS, Span, redact
 
 NAME_PLACEHOLDER = PLACEHOLDERS["name"]
 KEY_FILE = "names.key"

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from services.common.blas import preload_openblas
-from services.models.validate import ModelError, validate_model_dir
+from services.lib.models.validate import ModelError, validate_model_dir
 
 # OpenBLAS must be in the process before libmlx.so is loaded (first `import mlx`).
 _BLAS = preload_openblas()

@@ -10,7 +10,7 @@ import json
 import struct
 from pathlib import Path
 
-# The embedded model's directory under models/ (services.models.install converts into it).
+# The embedded model's directory under models/ (services.lib.models.install converts into it).
 EMBEDDED_DIR = "smollm2-135m-instruct"
 
 # A safetensors header is a JSON object; anything near this size is garbage.

@@ -124,7 +124,7 @@ CREATE TABLE IF NOT EXISTS memories (
 CREATE INDEX IF NOT EXISTS memories_sha ON memories(text_sha256) WHERE forgotten = 0;
 CREATE INDEX IF NOT EXISTS memories_seq ON memories(seq, chunk);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
--- Keyed hashes of the names redacted from each memory (services/ingest/names.py), never the names.
+-- Keyed hashes of the names redacted from each memory (services/lib/privacy/names.py), never the names.
 CREATE TABLE IF NOT EXISTS memory_names (
     name_key TEXT NOT NULL,
     key      INTEGER NOT NULL,
@@ -163,7 +163,7 @@ class MemoryRecord(msgspec.Struct, frozen=True, kw_only=True):
     text: str = ""
     text_sha256: str = ""  # the caller's duplicate key; sha256(text) when empty
     forgotten: bool = False
-    # Keyed hashes of the names redaction took from this memory (services.ingest.names):
+    # Keyed hashes of the names redaction took from this memory (services.lib.privacy.names):
     # written with it, for recall by name; records read back leave it empty.
     names: list[str] = []
     # (fact_key, value) pairs this memory states (services.ingest.supersede): written with it.

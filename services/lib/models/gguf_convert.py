@@ -20,7 +20,7 @@ from typing import Any
 
 from services.common.atomic import fsync_dir
 from services.common.blas import preload_openblas
-from services.models.validate import ModelError, validate_model_dir
+from services.lib.models.validate import ModelError, validate_model_dir
 
 # Bump when the output of the converter changes, so installs redo old conversions.
 CONVERTER_VERSION = 1
