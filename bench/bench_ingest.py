@@ -8,7 +8,7 @@ The turns: a deterministic, realistic mix (:func:`turn_mix`) of facts about
 the user (people, pets, projects), first-person remarks, small talk, bare
 questions, code and config pastes, turns carrying PII (e-mail, phone, IBAN,
 card, address, API keys, passwords), long pastes (notes, articles, logs:
-250-950 words, so several 200-word chunks each), and a few ``#private`` and
+250-950 words, so several chunks each: services/ingest/chunks.py), and a few ``#private`` and
 empty turns. ``--turns`` of them (default
 500; ``--quick`` 100); the JSON lists how many of each kind.
 
@@ -358,8 +358,9 @@ def warm_up(embedder: Any, router: Any) -> None:
 
 def bench_in_process(turns: list[tuple[str, str]], embedder: Any, router: Any, seed: int) -> dict[str, Any]:
     from protocol.events import MemoryFailed, MemorySkipped, MemoryStored
+    from services.ingest.chunks import memory_chunks
     from services.ingest.core import IngestCore
-    from services.lib.memory.index import MemoryIndex, chunk_text
+    from services.lib.memory.index import MemoryIndex
 
     directory = Path(tempfile.mkdtemp(prefix="circ-ingest-", dir="/tmp"))
     try:
@@ -367,8 +368,8 @@ def bench_in_process(turns: list[tuple[str, str]], embedder: Any, router: Any, s
         timed = TimedIndex(index)
         embedded: list[str] = []
 
-        def chunker(text: str) -> list[str]:
-            chunks = chunk_text(text)
+        def chunker(text: str) -> list[str]:  # ingest's own (services/ingest/chunks.py), counted
+            chunks = memory_chunks(text)
             embedded.extend(chunks or [text])
             return chunks
 

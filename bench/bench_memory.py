@@ -227,9 +227,10 @@ class MemoryBench:
         import tempfile
 
         from bench.memory.night import train_condition
-        from services.trainer.memories import trainable_memories
+        from services.trainer.memories import IngestMemories
 
-        memories = trainable_memories(self.system.paths.memory, after_seq=self.after_seq)
+        with IngestMemories(self.system.paths) as ingest:  # the system's ingest daemon answers
+            memories = ingest.trainable(after_seq=self.after_seq)
         turns = {e["seq"]: (e["body"].get("user_text", ""), e["body"].get("assistant_text", ""))
                  for e in self.system.events(("chat.turn_completed",), self.after_seq)}
         t = self.config.trainer

@@ -109,10 +109,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # -- the adapter ---------------------------------------------------------------
 def train_adapter(model_dir: Path, work: Path, config: Any, steps: int) -> tuple[Path, dict[str, Any]]:
     """A few steps of the real training worker; returns (its output dir, figures)."""
+    from services.trainer.checkpoints import ADAPTER_FILE, SUMMARY_FILE
     from services.trainer.identity import identity_examples
     from services.trainer.params import TrainParams
     from services.trainer.runner import run_worker
-    from services.trainer.worker import ADAPTER_FILE, SUMMARY_FILE
 
     data_dir, out_dir = work / "data", work / "adapter"
     data_dir.mkdir(parents=True)

@@ -267,8 +267,8 @@ def loop_figures(start_at: float | None, reports: list[tuple[int, float]], vals:
 # -- our worker ---------------------------------------------------------------
 def run_ours(name: str, model_dir: Path, data_dir: Path, out_dir: Path, params: Any, env: dict[str, str],
              tokens_per_step: float) -> dict[str, Any]:
+    from services.trainer.checkpoints import SUMMARY_FILE
     from services.trainer.runner import run_worker
-    from services.trainer.worker import SUMMARY_FILE
 
     state: dict[str, Any] = {"pid": 0, "blas": None, "hwm": 0, "started_at": None, "started": {}}
     reports: list[tuple[int, float]] = []

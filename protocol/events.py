@@ -166,6 +166,24 @@ class MemoryEdited(_Event, tag="memory.edited", kw_only=True):
     previous_text: str = ""
 
 
+class MemoryMerged(_Event, tag="memory.merged", kw_only=True):
+    """Near-duplicate memories were merged into an older one (`circ memory compact`).
+
+    Sender: ingest, before it marks them. ``kept_id`` stays as it is;
+    ``merged_ids`` (newer memories of other turns) are from now on superseded
+    by it: kept and listed as merged, never recalled nor trained on, nothing
+    deleted. ``scores[i]`` is the cosine similarity of ``merged_ids[i]`` to the
+    kept memory, ``threshold`` the one asked for. Receivers: ingest (applies it
+    again on replay and rebuild: idempotent; a memory no longer live is left
+    alone), audits.
+    """
+
+    kept_id: str
+    merged_ids: list[str]
+    scores: list[float] = []
+    threshold: float = 0.0
+
+
 class InboxImported(_Event, tag="inbox.imported", kw_only=True):
     """ingest imported a conversation file; its turns precede this event."""
 
@@ -228,6 +246,24 @@ class TrainingFailed(_Event, tag="training.failed", kw_only=True):
     sleep_id: str
     stage: str
     error: str
+
+
+class TrainingTeacherFailed(_Event, tag="training.teacher_failed", kw_only=True):
+    """The night's teacher (``trainer.teacher_url``) could not write its rewordings.
+
+    Sender: the trainer, once per sleep, before it falls back (``fallback``:
+    "built-in", the embedded model's own rewordings and the rule templates).
+    ``teacher`` is host:port only (never a key or path); ``requests``: how many
+    question/answer pairs were to be reworded, ``answered``: how many were
+    before the failure. Consumers: audits, the morning report.
+    """
+
+    sleep_id: str
+    teacher: str
+    error: str
+    requests: int = 0
+    answered: int = 0
+    fallback: str = "built-in"
 
 
 class EvaluationCompleted(_Event, tag="evaluation.completed", kw_only=True):
@@ -314,6 +350,8 @@ Event = Union[
     AdapterRejected,
     AdapterRolledBack,
     AlertRaised,
+    TrainingTeacherFailed,
+    MemoryMerged,
 ]
 
 EVENT_TYPES: tuple[type, ...] = Event.__args__  # type: ignore[attr-defined]

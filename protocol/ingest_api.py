@@ -71,6 +71,9 @@ class MemoryInfo(msgspec.Struct, frozen=True, kw_only=True):
     forgotten: bool = False
     # A later memory corrected this one (its id): kept and listed, never recalled.
     superseded_by: str = ""
+    # An older near-duplicate this one was merged into by `circ memory compact` (then
+    # ``superseded_by`` names it too): kept and listed, never recalled nor trained on.
+    merged_into: str = ""
 
 
 class MemoryList(_Msg, tag="memory_list", kw_only=True):
@@ -153,5 +156,110 @@ class ImportResult(_Msg, tag="import_result", kw_only=True):
     last_seq: int = 0
 
 
-IngestRequest = Union[Recall, ListMemories, GetMemory, GetMemoryStats, Forget, ImportFile, Ping, EditMemory]
-IngestReply = Union[Recalled, MemoryList, MemoryDetail, MemoryStats, ForgetResult, ImportResult, Pong, ErrorReply]
+MAX_TRAINABLE_PAGE = 1000
+
+
+class ListTrainable(_Msg, tag="list_trainable", kw_only=True):
+    """The memories a night may train on, oldest first, after ``(after_seq, after_chunk)``.
+
+    Sender: the trainer (building a night's dataset; ``count_only`` for its
+    schedule check). Receiver: ingest, which owns the memory index. What is
+    trainable: routed lora/both, not forgotten, not superseded by a later
+    correction, not tagged #no-train. ``after_chunk`` -1 starts after every
+    chunk of turn ``after_seq``. ``limit`` is 1..MAX_TRAINABLE_PAGE; ask again
+    after the last memory of a page (its seq and chunk) while ``more`` is true.
+    ``with_forgotten``: also send every forgotten memory id (no dataset or
+    replay may hold one).
+    """
+
+    after_seq: int = 0
+    after_chunk: int = -1
+    limit: int = 500
+    count_only: bool = False
+    with_forgotten: bool = False
+    request_id: str = ""
+
+
+class TrainableMemory(msgspec.Struct, frozen=True, kw_only=True):
+    """One trainable memory as ingest stored it (``text`` is redacted, never raw)."""
+
+    memory_id: str
+    seq: int
+    chunk: int = 0
+    session_id: str = ""
+    ts: float = 0.0
+    route: str = ""
+    tags: list[str] = []
+    text: str = ""
+    text_sha256: str = ""
+
+
+class TrainableList(_Msg, tag="trainable_list", kw_only=True):
+    """Reply to :class:`ListTrainable`. ``total``: trainable memories after ``after_seq``
+    (all pages); ``cursor_seq``: the last turn ingest has decided (later turns are not in
+    the answer yet)."""
+
+    request_id: str
+    memories: list[TrainableMemory] = []
+    more: bool = False
+    total: int = 0
+    forgotten_ids: list[str] = []
+    cursor_seq: int = 0
+
+
+class CompactMemories(_Msg, tag="compact_memories", kw_only=True):
+    """Merge near-duplicate memories (`circ memory compact`).
+
+    Sender: the CLI. Receiver: ingest, which compares every live, not superseded
+    memory with every other (cosine of the stored vectors). Two memories of
+    different turns whose similarity is at least ``threshold`` (0 < threshold
+    <= 1; 0 means ingest's default, MIN_COMPACT_COSINE..1 is accepted) are
+    merged when the older one's route covers the newer one's (same route, or
+    the older is ``both``) and the newer adds no word of fact to it
+    (services/ingest/compact.py): the older is kept, the newer is marked superseded
+    by it (kept, listed as merged, never recalled nor trained on; nothing is
+    deleted). For each kept memory ingest first logs one ``memory.merged``
+    event, then applies it. With ``dry_run`` nothing is logged or changed and
+    the reply lists what would be merged. Reply: :class:`CompactResult`, or an
+    ErrorReply (threshold out of range).
+    """
+
+    threshold: float = 0.0
+    dry_run: bool = False
+    request_id: str = ""
+
+
+MIN_COMPACT_COSINE = 0.8
+
+
+class MergedMemory(msgspec.Struct, frozen=True, kw_only=True):
+    """One memory folded into a kept one, with its cosine similarity to it."""
+
+    memory_id: str
+    score: float
+    text: str = ""
+
+
+class MemoryMerge(msgspec.Struct, frozen=True, kw_only=True):
+    """A kept memory and the near-duplicates merged into it (newest last)."""
+
+    kept: MemoryInfo
+    merged: list[MergedMemory]
+    event_seq: int = 0  # the logged memory.merged (0 in a dry run)
+
+
+class CompactResult(_Msg, tag="compact_result", kw_only=True):
+    """Reply to :class:`CompactMemories`: the merges done (or, with ``dry_run``, that
+    would be done) at ``threshold``, and how many memories were compared."""
+
+    request_id: str
+    merges: list[MemoryMerge]
+    threshold: float
+    dry_run: bool
+    compared: int = 0
+
+
+IngestRequest = Union[Recall, ListMemories, GetMemory, GetMemoryStats, Forget, ImportFile, Ping, EditMemory,
+                      ListTrainable, CompactMemories]
+IngestReply = Union[Recalled, MemoryList, MemoryDetail, MemoryStats, ForgetResult, ImportResult, Pong, ErrorReply,
+                    TrainableList, CompactResult]

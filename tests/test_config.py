@@ -113,7 +113,7 @@ def test_values_past_each_bound_are_refused(config_file: Path, section: str, key
 
 
 # Keys whose value is checked by more than its type (a str field with a grammar).
-CHECKED_TEXT = {("trainer", "window"): "25:00-02:00"}
+CHECKED_TEXT = {("trainer", "window"): "25:00-02:00", ("trainer", "teacher_url"): "ftp://example.org/v1"}
 
 
 def _bad_env_value(section: str, key: str, info: Any) -> str | None:

@@ -121,3 +121,20 @@ def test_consumer_survives_eventlog_kill(paths, eventlog_proc):
         stop.set()
         thread.join(10)
         consumer.close()
+
+
+def test_the_handler_runs_with_the_events_seq_and_msg_id_bound(paths, eventlog_proc):
+    """Every line a handler logs names the event it handles (structlog contextvars), and
+    nothing stays bound once it returns."""
+    import structlog
+
+    envelopes = [turn(i) for i in range(3)]
+    seqs = append(paths, envelopes)
+    bound: list[dict] = []
+    consumer = EventConsumer(paths, "bound", [TURN], lambda env: bound.append(structlog.contextvars.get_contextvars()))
+    try:
+        consumer.catch_up()
+    finally:
+        consumer.close()
+    assert [(b["seq"], b["msg_id"]) for b in bound] == [(s, e.msg_id) for s, e in zip(seqs, envelopes, strict=True)]
+    assert "seq" not in structlog.contextvars.get_contextvars()

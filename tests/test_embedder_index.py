@@ -172,3 +172,30 @@ def test_an_index_from_before_name_keys_is_rebuilt_by_ingest(tmp_path: Path) -> 
     # Nothing in it to key: simply current.
     with MemoryIndex(tmp_path / "empty", dim=8, embedder="a:v1") as index:
         assert index.get_meta("index.format") == "2"
+
+
+def test_a_rebuild_follows_the_logged_decisions_not_a_fresh_routing(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the daemon decided is what a rebuild remembers, whatever the router would say today."""
+    from protocol.events import MemorySkipped, MemoryStored
+    from services.ingest.rebuild import rebuild_index
+
+    monkeypatch.setenv("CIRCADIAN_MODELS", str(tmp_path / "models"))
+    paths = Paths(tmp_path / "home").ensure()
+    store = EventStore(paths.events_db)
+    texts = ["My sister Ana lives in Lisbon and works as a nurse.",
+             "My dog Bruno is a four year old beagle who loves the beach.",
+             "My favourite tea is a smoky lapsang souchong with a slice of lemon."]
+    a, b, c = [r.seq for r in store.append_batch([_turn(i, t) for i, t in enumerate(texts)])]
+    store.append_batch([  # the daemon decided the first two (the third: it died before deciding)
+        new_envelope(MemoryStored(turn_seq=a, memory_ids=[f"m{a}.0"], route="rag", score=0.5, reason="logged"),
+                     source="ingest", msg_id=f"mem-{a}"),
+        new_envelope(MemorySkipped(turn_seq=b, reason="near duplicate of an earlier memory"),
+                     source="ingest", msg_id=f"mem-{b}")])
+    store.close()
+    embedder = HashEmbedder()
+    assert rebuild_index(paths, tmp_path / "rebuilt", embedder=embedder) == 3
+    with MemoryIndex(tmp_path / "rebuilt", dim=64, embedder=embedder.identity) as index:
+        assert index.get(f"m{a}.0").route == "rag"  # the logged route, not today's routing of it
+        assert index.by_seq(b) == []  # skipped then, skipped now
+        assert [r.route for r in index.by_seq(c)] != []  # undecided: routed as the daemon would

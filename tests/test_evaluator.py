@@ -280,3 +280,42 @@ def test_missing_or_corrupt_adapters_are_refused_up_front(loaded, tmp_path):
     assert error.role == "candidate" and "safetensors" in error.problem
     (torn / "adapters.safetensors").unlink()
     assert "adapters.safetensors is missing" in str(judge(torn))
+
+
+# ---------------------------------------------------------------- one Evaluate request (core.judge)
+
+
+def test_judge_answers_busy_while_another_holds_the_heavy_run_lock(tmp_path):
+    """Training holds the lock past the timeout: a ``busy`` error to retry, the model never loaded."""
+    from protocol.service_api import ErrorReply
+    from protocol.trainer_api import Evaluate
+    from services.common.heavylock import HeavyRunLock
+    from services.evaluator.core import judge
+
+    holder = HeavyRunLock(tmp_path / "heavy.lock")
+    assert holder.acquire("trainer", timeout_s=1)
+    loads: list[int] = []
+    try:
+        reply = judge(Evaluate(request_id="e1", adapter_id="ad-x", candidate_dir=str(tmp_path)),
+                      load=lambda: loads.append(1) or (None, None), thresholds=Thresholds(), system_prompt="",
+                      lock=HeavyRunLock(tmp_path / "heavy.lock"), lock_timeout_s=0.2)
+    finally:
+        holder.release()
+    assert isinstance(reply, ErrorReply) and reply.code == "busy" and reply.request_id == "e1" and not loads
+
+
+def test_judge_rejects_a_corrupt_candidate_with_the_reason_and_frees_the_lock(loaded, tmp_path):
+    """A candidate that cannot be measured is a verdict (reject, with why), not an error."""
+    from protocol.trainer_api import Evaluate
+    from services.common.heavylock import HeavyRunLock
+    from services.evaluator.core import judge
+
+    torn = tmp_path / "torn"
+    torn.mkdir()
+    (torn / "adapter_config.json").write_text("{}")
+    lock = HeavyRunLock(tmp_path / "heavy.lock")
+    evaluation = judge(Evaluate(request_id="e2", adapter_id="ad-torn", candidate_dir=str(torn)),
+                       load=lambda: loaded, thresholds=Thresholds(), system_prompt="", lock=lock, lock_timeout_s=5)
+    assert evaluation.verdict == "reject" and evaluation.adapter_id == "ad-torn"
+    assert evaluation.reasons and evaluation.reasons[0].startswith("evaluation failed:")
+    assert lock.holder() is None and not has_adapter(loaded[0])

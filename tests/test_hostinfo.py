@@ -71,7 +71,7 @@ def test_real_query_on_this_machine():
 
 def test_the_training_memory_check_on_the_quantized_path_asks_the_device_then_ram():
     """On the CPU backend the device has no memory of its own: the quantized path's budget is RAM."""
-    from services.trainer.worker import available_memory_bytes
+    from services.trainer.memory_budget import available_memory_bytes
 
     on_device, _source = hostinfo.accelerator_memory_bytes()
     available, source = available_memory_bytes("quantized")

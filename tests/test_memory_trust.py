@@ -233,12 +233,10 @@ def test_the_reply_stream_is_scrubbed_even_when_a_placeholder_is_split_over_toke
 
 @pytest.mark.model
 def test_the_night_never_trains_on_a_superseded_memory(core):
-    from services.trainer.memories import trainable_memories
-
     day = Day(core)
     old = day.say("We live in Leeds.")
     new = day.say("Actually, we moved from Leeds to Bristol.")
-    trainable = [r.memory_id for r in trainable_memories(core.index.directory)]
+    trainable = [r.memory_id for r in core.index.trainable()]
     assert new.memory_ids[0] in trainable and old.memory_ids[0] not in trainable
 
 

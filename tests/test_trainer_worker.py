@@ -28,18 +28,13 @@ from services.common.heavylock import HeavyRunLock
 from services.common.lifeline import NO_PDEATHSIG_ENV
 from services.common.paths import REPO_ROOT
 from services.lib.models.install import install_model
+from services.trainer.checkpoints import CHECKPOINT_DIR, CHECKPOINT_INDEX
+from services.trainer.memory_budget import NEEDED_ENV, estimate_training_bytes
 from services.trainer.params import TrainParams
 from services.trainer.runner import WorkerResult, run_worker, worker_command
-from services.trainer.worker import (
-    CHECKPOINT_DIR,
-    CHECKPOINT_INDEX,
-    EXIT_BAD_INPUT,
-    EXIT_NO_MEMORY,
-    NEEDED_ENV,
-    estimate_training_bytes,
-    example_order,
-    masked_loss,
-)
+from services.trainer.train_data import example_order
+from services.trainer.train_loop import masked_loss
+from services.trainer.worker_io import EXIT_BAD_INPUT, EXIT_NO_MEMORY
 
 EXAMPLES = [
     ("What is my cat's name?", "Your cat is called Mochi."),

@@ -55,7 +55,7 @@ y = mx.quantized_matmul(x, wq, s, b, transpose=True, group_size=64, bits=4)
 print("qmm rel err", float(mx.linalg.norm(y - ref) / mx.linalg.norm(ref)))
 from services.lib.models.compute import load_for_serving, current_backend
 from services.common.paths import resolve_model_dir
-from services.trainer.worker import resolve_compute, available_memory_bytes
+from services.trainer.memory_budget import resolve_compute, available_memory_bytes
 print("backend", current_backend(), "trainer auto ->", resolve_compute("auto"), "avail", available_memory_bytes())
 try:
     from services.common import hostinfo

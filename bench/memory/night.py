@@ -18,12 +18,12 @@ from typing import Any
 
 from services.common.paths import anchor_cache_dir
 from services.lib.memory.index import MemoryRecord
+from services.trainer.checkpoints import SUMMARY_FILE
 from services.trainer.dataset import NightDataset, build_dataset, save_dataset
 from services.trainer.identity import chat_example, identity_examples, valid_examples
 from services.trainer.params import TrainParams
 from services.trainer.runner import run_worker
 from services.trainer.steps import items_with_anchors, steps_for
-from services.trainer.worker import SUMMARY_FILE
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,14 @@ from typing import Any
 
 import zmq
 
-from protocol.codec import Codec, ProtocolError, encode
+from protocol.codec import Codec
 from protocol.openai_api import ApiRequest
 from protocol.service_api import ErrorReply, Ping
 from services.common.config import ApiConfig, Config
 from services.common.daemon import Readiness, ShutdownFlag, serve_daemon
 from services.common.logging import get_logger
 from services.common.paths import Paths
+from services.common.router import RouterServer
 from services.common.zmqio import bind_router
 
 log = get_logger("api")
@@ -105,29 +106,13 @@ class ApiServer:
             watcher.cancel()
 
     def _ctl_loop(self, stop: ShutdownFlag, server: Any) -> None:
-        while not stop.is_set() and not server.should_exit:
-            if not self.router.poll(POLL_TIMEOUT_MS, zmq.POLLIN):
-                continue
-            try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                continue
-            ident = frames[0]
-            try:
-                if len(frames) != 2:
-                    raise ProtocolError("malformed", "send exactly one frame per request")
-                request = self.codec.decode(frames[1])
-            except ProtocolError as exc:
-                self._send(ident, ErrorReply(code=exc.code, message=f"{exc}; api.ctl answers Ping only"))
-                continue
-            if isinstance(request, Ping):
-                self._send(ident, self.readiness.pong(request.request_id))
+        rpc = RouterServer("api", self.router, self.codec, self._answer, hint="api.ctl answers Ping only")
+        rpc.serve(lambda: stop.is_set() or server.should_exit, poll_timeout_ms=POLL_TIMEOUT_MS)
 
-    def _send(self, ident: bytes, message: Any) -> None:
-        try:
-            self.router.send_multipart([ident, encode(message)])
-        except zmq.ZMQError:
-            pass  # the pinger went away
+    def _answer(self, request: Any, origin: bytes) -> Any:
+        if isinstance(request, Ping):
+            return self.readiness.pong(request.request_id)
+        return ErrorReply(code="bad_request", message=f"api.ctl answers Ping only, not {type(request).__name__}")
 
     def close(self) -> None:
         self.router.close()

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import zmq
 
-from protocol.codec import Codec, ProtocolError, encode
-from protocol.envelope import Envelope
 from protocol.events import ChatTurnCompleted, event_tag
 from services.common.eventlog_client import EventlogClient
 from services.common.logging import get_logger
 from services.common.paths import Paths
 from services.common.rpc import RemoteError, ServiceUnavailable
+from services.lib.eventstore.replay import client_pager, logged_envelopes
 
 log = get_logger("chat.history")
 TURN_TYPE = event_tag(ChatTurnCompleted)
@@ -27,25 +26,14 @@ TURN_TYPE = event_tag(ChatTurnCompleted)
 class LogHistory:
     def __init__(self, paths: Paths, ctx: zmq.Context) -> None:
         self._client = EventlogClient(paths, ctx=ctx)
-        self._codec: Codec[Envelope] = Codec(Envelope)
 
     def __call__(self, session_id: str) -> list[tuple[str, str]]:
         turns: dict[int, tuple[str, str]] = {}
-        after = 0
         try:
-            while True:
-                batch = self._client.replay(after, limit=500, types=[TURN_TYPE])
-                for stored in batch.events:
-                    after = stored.seq or after
-                    try:
-                        env = self._codec.decode(encode(stored))
-                    except ProtocolError:
-                        continue
-                    body = env.body
-                    if isinstance(body, ChatTurnCompleted) and body.session_id == session_id:
-                        turns[body.turn_index] = (body.user_text, body.assistant_text)
-                if not batch.events:
-                    break
+            for env in logged_envelopes(client_pager(self._client), [TURN_TYPE], page=500):
+                body = env.body
+                if isinstance(body, ChatTurnCompleted) and body.session_id == session_id:
+                    turns[body.turn_index] = (body.user_text, body.assistant_text)
         except (ServiceUnavailable, RemoteError) as exc:
             # Without the log we cannot know the history: answer as a new
             # session rather than not at all, and say so in our log.

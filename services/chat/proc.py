@@ -1,11 +1,11 @@
-"""The chat process: sockets and threads around :class:`ChatEngine`.
+"""The chat process: sockets and threads around :class:`ChatEngine` and :class:`ChatCore`.
 
-Threads (sockets never cross threads):
-- main: the IO loop. Owns ROUTER ``chat.ctl`` and an inproc PULL on which the
-  other threads hand it frames to deliver. Answers Ping itself.
-- model: owns MLX. Loads the model, then runs one turn at a time.
+Threads (sockets never cross threads); what each does is services.chat.core's:
+- main: the IO loop. Owns ROUTER ``chat.ctl`` (RouterServer -> ChatCore.handle)
+  and an inproc PULL on which the other threads hand it frames to deliver.
+- model: owns MLX. Loads the model, then runs one turn at a time (ChatCore.run_job).
 - committer: appends finished turns to the event log (with retries) and only
-  then tells the client the turn is complete.
+  then tells the client the turn is complete (ChatCore.commit_turn).
 """
 
 from __future__ import annotations
@@ -15,81 +15,29 @@ import queue
 import sys
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from protocol.chat_api import (
-    CancelChat,
-    ChatDelta,
-    ChatFinished,
-    ChatRequest,
-    ChatStarted,
-    SendMessage,
-)
-from protocol.codec import Codec, ProtocolError, encode
-from protocol.envelope import Envelope, new_envelope, new_id
+from protocol.chat_api import ChatRequest
+from protocol.codec import Codec, encode
+from protocol.envelope import Envelope, new_envelope
 from protocol.events import AdapterReloaded, ChatTurnCompleted, ServiceStarted
-from protocol.service_api import ErrorReply, Ping
+from services.chat.core import ChatCore, Job, Reload
 from services.common.config import Config
 from services.common.daemon import VERSION, Readiness, ShutdownFlag, serve_daemon
 from services.common.eventlog_client import EventlogClient
 from services.common.logging import get_logger
 from services.common.paths import Paths, resolve_model_dir
+from services.common.router import RouterServer
 from services.common.rpc import RemoteError, ServiceUnavailable
 from services.common.zmqio import bind_router
 
 log = get_logger("chat")
 
 POLL_TIMEOUT_MS = 200
-MAX_QUEUED_TURNS = 32
-# Logged turns remembered by request_id, so a resend is answered from the
-# record instead of generating the turn (and growing the session) again.
-MAX_REMEMBERED_TURNS = 1024
 OUTBOUND = "inproc://chat-outbound"
-# After the first token the model thread waits (at most this long) until the IO thread has
-# passed the delta on. Otherwise it went straight back into mlx-lm's generate loop, whose next
-# steps hold the GIL for ~10 ms (buffer cache clearing after the prefill, the next step's
-# graph), and the IO thread waited for it: the first token reached the client 9-15 ms after
-# it was sent in about two turns of three (traced: model send -> IO receive; bench_chat's
-# "client minus chat TTFT").
-FIRST_DELTA_HANDOFF_S = 0.005
-
-
-@dataclass
-class Job:
-    ident: bytes
-    request: SendMessage
-    session_id: str
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    forwarded: int = 0  # frames of this job the IO thread has passed on to the client
-    progress: threading.Condition = field(default_factory=threading.Condition)
-    received_at: float = field(default_factory=time.perf_counter)
-
-
-@dataclass(frozen=True)
-class Reload:
-    """Ask the model thread to serve whatever adapters/current names now."""
-
-    reason: str
-
-
-def turn_msg_id(request_id: str) -> str:
-    """A resent request must log the same event id, so the log stores the turn once."""
-    return f"turn-{request_id}"
-
-
-def redact_turn(turn: ChatTurnCompleted) -> ChatTurnCompleted:
-    """The turn with PII and secrets replaced, for `chat.redact_before_log`."""
-    import msgspec
-
-    from services.lib.privacy.redact import redact
-
-    return msgspec.structs.replace(turn, user_text=redact(turn.user_text).text,
-                                   assistant_text=redact(turn.assistant_text).text)
 
 
 class Outbound:
@@ -113,16 +61,15 @@ class ChatServer:
         self.config = config
         self.ctx = ctx or zmq.Context.instance()
         self.readiness = Readiness("chat")
-        self.codec: Codec[Any] = Codec(ChatRequest)
-        self.jobs: queue.Queue[Job | Reload | None] = queue.Queue()
+        self.core = ChatCore(self.readiness, config.chat)
+        self.jobs = self.core.jobs
         self.commits: queue.Queue[tuple[Job, ChatTurnCompleted] | Envelope | None] = queue.Queue()
-        self.active: dict[str, Job] = {}  # request_id -> job, owned by the IO thread
-        self.logged: OrderedDict[str, ChatFinished] = OrderedDict()  # committer writes, model thread reads
-        self.logged_lock = threading.Lock()
         self.fatal: BaseException | None = None
         self.inbound = self.ctx.socket(zmq.PULL)
         self.inbound.bind(OUTBOUND)
         self.router = bind_router(self.ctx, paths.endpoint("chat.ctl"))
+        self.rpc = RouterServer("chat", self.router, Codec(ChatRequest), self.core.handle,
+                                hint="send a request from protocol.chat_api")
         self.stop = ShutdownFlag()
 
     # -- IO thread --------------------------------------------------------
@@ -142,9 +89,8 @@ class ChatServer:
             if self.inbound in ready:
                 self._forward_outbound()
             if self.router in ready:
-                self._take_requests()
-        for job in list(self.active.values()):
-            job.cancelled.set()
+                self.rpc.drain()
+        self.core.cancel_all()
         self.jobs.put(None)
         for thread in threads:
             thread.join(timeout=10)
@@ -153,48 +99,6 @@ class ChatServer:
         if self.fatal is not None:
             raise self.fatal
 
-    def _take_requests(self) -> None:
-        while True:
-            try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            ident = frames[0]
-            if len(frames) != 2:
-                self._send(ident, ErrorReply(code="malformed", message="send exactly one frame per request"))
-                continue
-            try:
-                request = self.codec.decode(frames[1])
-            except ProtocolError as exc:
-                log.warning("chat.frame_rejected", reason=str(exc))
-                self._send(ident, ErrorReply(code=exc.code, message=f"{exc}; send a request from protocol.chat_api"))
-                continue
-            self._dispatch(ident, request)
-
-    def _dispatch(self, ident: bytes, request: Any) -> None:
-        match request:
-            case Ping(request_id=rid):
-                self.readiness.details["queued_turns"] = str(self.jobs.qsize())
-                self._send(ident, self.readiness.pong(rid))
-            case CancelChat(request_id=rid):
-                job = self.active.get(rid)
-                if job is not None:
-                    job.cancelled.set()
-            case SendMessage(request_id=rid) if not rid or len(rid) > 200:
-                self._send(ident, ErrorReply(code="bad_request", request_id=rid,
-                                             message="request_id must be 1-200 characters"))
-            case SendMessage(request_id=rid) if rid in self.active:
-                self._send(ident, ErrorReply(code="busy", request_id=rid,
-                                             message=f"request {rid} is already being answered"))
-            case SendMessage() if self.jobs.qsize() >= MAX_QUEUED_TURNS:
-                self._send(ident, ErrorReply(code="busy", request_id=request.request_id,
-                                             message="chat has too many queued messages; retry in a moment"))
-            case SendMessage():
-                session_id = request.session_id or new_id("s")
-                job = Job(ident, request, session_id)
-                self.active[request.request_id] = job
-                self.jobs.put(job)
-
     def _forward_outbound(self) -> None:
         while True:
             try:
@@ -202,28 +106,17 @@ class ChatServer:
             except zmq.Again:
                 return
             request_id = rid.decode()
-            job = self.active.get(request_id)
+            job = self.core.active.get(request_id)
             if not frame:  # end-of-job marker from the model or committer thread
-                self.active.pop(request_id, None)
+                self.core.job_ended(request_id)
                 continue
-            delivered = self._send_raw(ident, frame)
+            delivered = self.rpc.send_raw(ident, frame)
             if job is not None:
                 with job.progress:
                     job.forwarded += 1
                     job.progress.notify_all()
                 if not delivered:  # the client went away (ROUTER_MANDATORY): stop generating for it
                     job.cancelled.set()
-
-    def _send(self, ident: bytes, message: Any) -> bool:
-        return self._send_raw(ident, encode(message))
-
-    def _send_raw(self, ident: bytes, frame: bytes) -> bool:
-        try:
-            self.router.send_multipart([ident, frame])
-            return True
-        except zmq.ZMQError as exc:
-            log.info("chat.client_gone", error=str(exc))
-            return False
 
     # -- model thread -----------------------------------------------------
     def _model_thread(self) -> None:
@@ -354,62 +247,12 @@ class ChatServer:
             log.warning("chat.adapter_watch_failed", error=str(exc))
 
     def _run_job(self, engine: Any, job: Job, out: Outbound) -> None:
-        from services.chat.engine import TurnCallbacks, TurnRejected, TurnRequest
-
-        req = job.request
-        rid = req.request_id
-        if job.cancelled.is_set():
-            out.send(job.ident, rid, ErrorReply(code="cancelled", request_id=rid, message="cancelled before it started"))
+        rid = job.request.request_id
+        turn = self.core.run_job(engine, job, lambda message: out.send(job.ident, rid, message))
+        if turn is None:  # answered already: end the job
             out.send(job.ident, rid, b"")
-            return
-        with self.logged_lock:
-            done = self.logged.get(rid)
-        if done is not None:  # a resend of a turn already logged: the same answer, not a new turn
-            turn = done.turn
-            out.send(job.ident, rid, ChatStarted(request_id=rid, session_id=turn.session_id,
-                                                 turn_index=turn.turn_index, adapter_id=turn.adapter_id))
-            out.send(job.ident, rid, ChatDelta(request_id=rid, text=turn.assistant_text))
-            out.send(job.ident, rid, ChatFinished(request_id=rid, seq=done.seq, turn=turn, duplicate=True))
-            out.send(job.ident, rid, b"")
-            return
-        turn_request = TurnRequest(rid, job.session_id, req.message, req.max_tokens,
-                                   req.temperature, req.top_p, req.system_prompt, req.recall,
-                                   resume=req.session_id is not None, stop=tuple(req.stop),
-                                   history=tuple((m.role, m.content) for m in req.history))
-        sent = 0
-
-        def send(message: Any) -> None:
-            nonlocal sent
-            out.send(job.ident, rid, message)
-            sent += 1
-
-        def on_delta(text: str) -> None:
-            send(ChatDelta(request_id=rid, text=text))
-            if sent == 2:  # ChatStarted, then this first delta: let the IO thread pass it on now
-                with job.progress:
-                    job.progress.wait_for(lambda: job.forwarded >= sent, timeout=FIRST_DELTA_HANDOFF_S)
-
-        callbacks = TurnCallbacks(
-            on_start=lambda index: send(ChatStarted(
-                request_id=rid, session_id=job.session_id, turn_index=index, adapter_id=engine.adapter_id)),
-            on_delta=on_delta,
-            should_cancel=job.cancelled.is_set,
-        )
-        try:
-            turn = engine.run_turn(turn_request, callbacks)
-        except TurnRejected as exc:
-            out.send(job.ident, rid, ErrorReply(code=exc.code, request_id=rid, message=str(exc)))
-            out.send(job.ident, rid, b"")
-            return
-        except Exception as exc:  # one bad turn must not take the daemon down
-            log.exception("chat.turn_failed", request_id=rid)
-            out.send(job.ident, rid, ErrorReply(code="internal", request_id=rid, message=f"generation failed: {exc}"))
-            out.send(job.ident, rid, b"")
-            return
-        log.info("chat.turn_generated", request_id=rid, session_id=turn.session_id,
-                 turn_index=turn.turn_index, completion_tokens=turn.completion_tokens,
-                 ttft_ms=turn.ttft_ms, tokens_per_s=turn.tokens_per_s, finish=turn.finish_reason)
-        self.commits.put((job, turn))
+        else:  # the committer logs it, says ChatFinished, then ends the job
+            self.commits.put((job, turn))
 
     # -- committer thread ---------------------------------------------------
     def _committer_thread(self) -> None:
@@ -433,26 +276,8 @@ class ChatServer:
     def _commit_turn(self, client: EventlogClient, out: Outbound, job: Job,
                      turn: ChatTurnCompleted, retry_s: float) -> None:
         rid = job.request.request_id
-        if self.config.chat.redact_before_log:
-            turn = redact_turn(turn)
-        env = new_envelope(turn, source="chat", msg_id=turn_msg_id(rid))
-        started = time.perf_counter()
-        try:
-            appended = client.append([env], retry_s=retry_s)
-        except (ServiceUnavailable, RemoteError) as exc:
-            log.error("chat.turn_not_logged", request_id=rid, error=str(exc))
-            out.send(job.ident, rid, ErrorReply(code="unavailable", request_id=rid,
-                                                message=f"the reply was generated but could not be logged ({exc}); resend the message"))
-        else:
-            seq, duplicate = appended.seqs[0], appended.duplicates[0]
-            log.info("chat.turn_logged", request_id=rid, seq=seq, duplicate=duplicate,
-                     duration_ms=round((time.perf_counter() - started) * 1000, 2))
-            finished = ChatFinished(request_id=rid, seq=seq, turn=turn, duplicate=duplicate)
-            with self.logged_lock:
-                self.logged[rid] = finished
-                while len(self.logged) > MAX_REMEMBERED_TURNS:
-                    self.logged.popitem(last=False)
-            out.send(job.ident, rid, finished)
+        self.core.commit_turn(lambda envelopes: client.append(envelopes, retry_s=retry_s), job, turn,
+                              lambda message: out.send(job.ident, rid, message))
         out.send(job.ident, rid, b"")
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""`circ recall`, `circ memory list|show|stats|rebuild`, `circ forget`, `circ import`."""
+"""`circ recall`, `circ memory list|show|stats|rebuild|edit|export|compact`, `circ forget`, `circ import`."""
 
 from __future__ import annotations
 
@@ -39,6 +39,19 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         export = sub.add_parser("export", help="everything remembered, with route, dates, source turn and state")
         export.add_argument("--format", choices=("jsonl", "md"), default="jsonl",
                             help="jsonl: one JSON object per memory (default); md: a Markdown list")
+        compact = sub.add_parser(
+            "compact", help="merge near-duplicate memories into the oldest (logged; nothing is deleted)",
+            description="Compare every live memory with every other and merge near duplicates (cosine "
+            "similarity at or above --threshold; chunks of one turn are never merged): the oldest is kept, "
+            "the others are marked as merged into it, so they are listed (`circ memory list`) but no "
+            "longer recalled or trained on. Each merge is logged as a memory.merged event and survives "
+            "`circ memory rebuild`. Try --dry-run first.")
+        compact.add_argument("--threshold", type=float, default=0.0, metavar="COS",
+                             help="cosine similarity from 0.8 to 1 (default: ingest's, 0.90; a new turn is "
+                                  "already skipped at 0.97). Only a memory that adds no word of fact "
+                                  "to the older one is merged, whatever the threshold")
+        compact.add_argument("--dry-run", action="store_true", help="list what would be merged; change nothing")
+        compact.add_argument("--json", action="store_true", help="print JSON")
     elif name == "forget":
         parser.add_argument("memory_ids", nargs="*", metavar="MEMORY_ID", help="memories to forget")
         parser.add_argument("--match", default="", metavar="TEXT",
@@ -62,6 +75,30 @@ def edit(paths: Paths, args: argparse.Namespace) -> int:
     return 0
 
 
+def compact(paths: Paths, args: argparse.Namespace) -> int:
+    from protocol.envelope import new_id
+    from protocol.ingest_api import CompactMemories
+
+    client = _client(paths)
+    try:
+        reply = client.request(CompactMemories(threshold=args.threshold, dry_run=args.dry_run,
+                                               request_id=new_id("q")), timeout_s=300)
+    finally:
+        client.close()
+    if args.json:
+        _print_json(reply)
+        return 0
+    verb = "would merge" if reply.dry_run else "merged"
+    for merge in reply.merges:
+        print(f"keep {merge.kept.memory_id:<10} {merge.kept.text.replace(chr(10), ' ')[:80]}")
+        for m in merge.merged:
+            print(f"  {verb} {m.memory_id:<10} (cosine {m.score:.3f}) {m.text.replace(chr(10), ' ')[:70]}")
+    merged = sum(len(m.merged) for m in reply.merges)
+    print(f"{'dry run: ' if reply.dry_run else ''}{verb} {merged} memories into {len(reply.merges)} "
+          f"(compared {reply.compared} at cosine >= {reply.threshold:g})", file=sys.stderr)
+    return 0
+
+
 def export(paths: Paths, fmt: str) -> int:
     """Every live memory (superseded ones too, marked), oldest first, on standard output."""
     from protocol.envelope import new_id
@@ -76,7 +113,7 @@ def export(paths: Paths, fmt: str) -> int:
             break
     memories.sort(key=lambda m: (m.turn_seq, m.chunk))
     for m in memories:
-        state = "superseded" if m.superseded_by else "live"
+        state = "merged" if m.merged_into else "superseded" if m.superseded_by else "live"
         when = dt.datetime.fromtimestamp(m.ts, dt.UTC).isoformat(timespec="seconds")
         if fmt == "jsonl":
             print(json.dumps({"memory_id": m.memory_id, "text": m.text, "route": m.route, "state": state,
@@ -84,7 +121,8 @@ def export(paths: Paths, fmt: str) -> int:
                               "turn_seq": m.turn_seq, "chunk": m.chunk, "session_id": m.session_id,
                               "tags": m.tags}, ensure_ascii=False))
         else:
-            extra = f", superseded by {m.superseded_by}" if m.superseded_by else ""
+            extra = (f", merged into {m.merged_into}" if m.merged_into
+                     else f", superseded by {m.superseded_by}" if m.superseded_by else "")
             text = m.text.replace("\n", " ")
             print(f"- **{m.memory_id}** ({when}, {m.route}, turn #{m.turn_seq}, {state}{extra}): {text}")
     print(f"({len(memories)} memories)", file=sys.stderr)
@@ -153,6 +191,8 @@ def memory(paths: Paths, args: argparse.Namespace) -> int:
         return edit(paths, args)
     if args.memory_command == "export":
         return export(paths, args.format)
+    if args.memory_command == "compact":
+        return compact(paths, args)
     client = _client(paths)
     try:
         match args.memory_command:
@@ -163,7 +203,8 @@ def memory(paths: Paths, args: argparse.Namespace) -> int:
                     return 0
                 for m in reply.memories:
                     text = m.text.replace("\n", " ")
-                    state = f" (superseded by {m.superseded_by})" if m.superseded_by else ""
+                    state = (f" (merged into {m.merged_into})" if m.merged_into
+                             else f" (superseded by {m.superseded_by})" if m.superseded_by else "")
                     print(f"{m.memory_id:<10} {_when(m.ts)}  [{m.route:<4}] {text[:90]}{state}")
                 print(f"({len(reply.memories)} of {reply.total})", file=sys.stderr)
             case "show":
@@ -174,7 +215,9 @@ def memory(paths: Paths, args: argparse.Namespace) -> int:
                 m = reply.memory
                 print(f"id:      {m.memory_id} (turn #{m.turn_seq}, chunk {m.chunk})\nwhen:    {_when(m.ts)}\n"
                       f"route:   {m.route}\ntags:    {', '.join(m.tags) or '-'}\nsession: {m.session_id}\n"
-                      + (f"state:   superseded by {m.superseded_by} (kept, no longer recalled)\n" if m.superseded_by else "")
+                      + (f"state:   merged into {m.merged_into} (kept, no longer recalled)\n" if m.merged_into
+                         else f"state:   superseded by {m.superseded_by} (kept, no longer recalled)\n"
+                         if m.superseded_by else "")
                       + f"\n{m.text}")
             case "stats":
                 reply = client.request(GetMemoryStats(request_id=new_id("q")))

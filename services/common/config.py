@@ -85,6 +85,16 @@ class TrainerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             parse_window(self.window)
         except WindowError as exc:
             raise ValueError(f"window: {exc}") from None
+        if self.teacher_url:
+            from urllib.parse import urlparse
+
+            parsed = urlparse(self.teacher_url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError("teacher_url: must be an http:// or https:// URL with a host, "
+                                 "e.g. http://127.0.0.1:8080/v1 (empty: no teacher)")
+            if parsed.username or parsed.password:
+                raise ValueError("teacher_url: must not carry credentials; put the key in "
+                                 "CIRCADIAN_TEACHER_API_KEY")
 
     # A scheduled sleep needs at least this many new trainable memories.
     min_new_memories: NonNegativeInt = 5
@@ -125,6 +135,13 @@ class TrainerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     keep_last: NonNegativeInt = 5
     # How long a sleep waits for the heavy-run lock before giving up.
     lock_timeout_s: PositiveFloat = 600.0
+    # An OpenAI-compatible endpoint (e.g. a bigger local model) that writes the
+    # night's rewordings instead of the embedded model (services.trainer.teacher);
+    # it receives redacted question/answer pairs only. Empty: none, offline.
+    teacher_url: str = ""
+    # The model name sent to the teacher (empty: "default"; Ollama & co need one).
+    teacher_model: str = ""
+    teacher_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
 
 
 class EvaluatorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import structlog
 import zmq
 
 from protocol.codec import Codec, ProtocolError, encode
@@ -127,10 +128,12 @@ class EventConsumer:
             log.warning("consumer.undecodable_event", consumer=self.name, seq=stored.seq, error=str(exc))
             return
         started = time.perf_counter()
-        self.handler(env)
-        self.handled += 1
-        log.debug("consumer.handled", consumer=self.name, seq=env.seq, type=env.type,
-                  duration_ms=round((time.perf_counter() - started) * 1000, 2))
+        # Every line the handler logs names the event it was handling (DESIGN: bind msg_id/seq).
+        with structlog.contextvars.bound_contextvars(seq=env.seq, msg_id=env.msg_id):
+            self.handler(env)
+            self.handled += 1
+            log.debug("consumer.handled", consumer=self.name, type=env.type,
+                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
 
     def poll(self, timeout_s: float) -> int:
         """Wait up to ``timeout_s`` for a doorbell, then catch up; return events handled."""

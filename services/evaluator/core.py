@@ -26,6 +26,7 @@ The gates and why they are anchored where they are: see :class:`Thresholds`.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +41,10 @@ preload_openblas()  # before the first mlx import (services.common.blas)
 import msgspec  # noqa: E402
 
 from protocol.events import EvaluationCompleted  # noqa: E402
-from protocol.trainer_api import EvalItem  # noqa: E402
+from protocol.service_api import ErrorReply  # noqa: E402
+from protocol.trainer_api import EvalItem, Evaluate  # noqa: E402
+from services.common.heavylock import HeavyRunLock  # noqa: E402
+from services.common.logging import get_logger  # noqa: E402
 from services.evaluator.canaries import CANARY_ITEMS, FORMAT_PROMPTS, PPL_TEXT  # noqa: E402
 from services.lib.adapters.apply import adapter_applied, has_adapter  # noqa: E402
 from services.lib.models.scoring import (  # noqa: E402
@@ -56,6 +60,7 @@ from services.lib.models.scoring import (  # noqa: E402
 )
 
 Progress = Callable[[str, int, int], None]  # (stage, stages done, stages in all)
+log = get_logger("evaluator")
 
 
 class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -389,3 +394,50 @@ def _gates(m: dict[str, float], t: Thresholds, *, n_facts: int, n_false: int,
             reasons.append(f"greedy replies stated {m['greedy_fact_recall']:.2f} of the sampled "
                            f"facts, below {t.min_greedy_fact_recall:.2f}")
     return gates, reasons
+
+
+# ---------------------------------------------------------------- one Evaluate request
+
+
+def thresholds_of(config: Any) -> Thresholds:
+    """The gates from ``[evaluator]`` (services.common.config.EvaluatorConfig)."""
+    return Thresholds(min_fact_recall=config.min_fact_recall, max_canary_drop_pts=config.max_canary_drop_pts,
+                      max_ppl_drift_pct=config.max_ppl_drift_pct, max_false_recall=config.max_false_recall,
+                      max_format_drop=config.max_format_drop, max_false_recall_rise=config.max_false_recall_rise)
+
+
+def judge(request: Evaluate, *, load: Callable[[], tuple[Any, Any]], thresholds: Thresholds, system_prompt: str,
+          lock: HeavyRunLock, lock_timeout_s: float) -> EvaluationCompleted | ErrorReply:
+    """Answer one Evaluate: under the heavy-run lock, load the model (``load``), measure, gate.
+
+    The lock stays busy past ``lock_timeout_s``: a ``busy`` ErrorReply, try again later. A
+    measurement that fails (a corrupt candidate) is a ``reject`` with the reason, not an
+    error: the trainer must get a verdict. The model is dropped afterwards, so its memory
+    goes back between nights.
+    """
+    started = time.monotonic()
+    if not lock.acquire("evaluator", timeout_s=lock_timeout_s):
+        return ErrorReply(code="busy", request_id=request.request_id,
+                          message="the heavy-run lock stayed busy; evaluate again later")
+    try:
+        model, tokenizer = load()
+        try:
+            outcome = evaluate(model, tokenizer, candidate_dir=Path(request.candidate_dir),
+                               baseline_dir=Path(request.baseline_dir) if request.baseline_dir else None,
+                               facts=list(request.facts), false_facts=list(request.false_facts),
+                               thresholds=thresholds, system_prompt=system_prompt)
+        finally:
+            del model
+        return EvaluationCompleted(
+            adapter_id=request.adapter_id, baseline_id=request.baseline_id, verdict=outcome.verdict,
+            metrics={k: float(v) for k, v in outcome.metrics.items()},
+            gates={k: bool(v) for k, v in outcome.gates.items()}, reasons=list(outcome.reasons),
+            duration_s=round(time.monotonic() - started, 2))
+    except Exception as exc:  # a corrupt candidate is a reject, not a crash
+        log.exception("evaluator.failed", adapter_id=request.adapter_id)
+        return EvaluationCompleted(adapter_id=request.adapter_id, baseline_id=request.baseline_id,
+                                   verdict="reject", reasons=[f"evaluation failed: {exc}"],
+                                   duration_s=round(time.monotonic() - started, 2))
+    finally:
+        lock.release()
+        gc.collect()

@@ -1,28 +1,26 @@
 """The evaluator process: judge a candidate adapter on request, under the heavy-run lock.
 
 The main thread owns ROUTER ``evaluator.ctl`` and answers Ping at once; one
-judging thread owns MLX, loads the model for each evaluation (and drops it
-afterwards, so its memory returns between nights), takes the heavy-run lock,
-runs :func:`services.evaluator.core.evaluate`, logs ``evaluation.completed``
+judging thread owns MLX and runs :func:`services.evaluator.core.judge` for
+each request (heavy-run lock, a fresh model load dropped afterwards so its
+memory returns between nights, measure, gate), logs ``evaluation.completed``
 and replies.
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import queue
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from protocol.codec import Codec, ProtocolError, encode
+from protocol.codec import Codec, encode
 from protocol.envelope import new_envelope
-from protocol.events import EvaluationCompleted, ServiceStarted
+from protocol.events import ServiceStarted
 from protocol.service_api import ErrorReply, Ping
 from protocol.trainer_api import Evaluate, EvaluationResult, EvaluatorRequest
 from services.common.config import Config
@@ -30,6 +28,7 @@ from services.common.daemon import VERSION, Readiness, ShutdownFlag, serve_daemo
 from services.common.eventlog_client import EventlogClient
 from services.common.logging import get_logger
 from services.common.paths import Paths
+from services.common.router import RouterServer
 from services.common.rpc import RemoteError, ServiceUnavailable
 from services.common.zmqio import bind_router
 
@@ -50,6 +49,8 @@ class EvaluatorServer:
         self.inbound.bind(OUTBOUND)
         self.jobs: queue.Queue[tuple[bytes, Evaluate] | None] = queue.Queue()
         self.busy_with = ""
+        self.rpc = RouterServer("evaluator", self.router, self.codec, self._answer,
+                                hint="send a request from protocol.trainer_api")
 
     def serve(self, stop: ShutdownFlag) -> None:
         worker = threading.Thread(target=self._judge_loop, name="judge", daemon=True)
@@ -74,45 +75,25 @@ class EvaluatorServer:
                         ident, frame = self.inbound.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self._send_raw(ident, frame)
+                    self.rpc.send_raw(ident, frame)
             if self.router in ready:
-                self._take_requests()
+                self.rpc.drain()
         self.jobs.put(None)
         worker.join(timeout=5)
 
-    def _take_requests(self) -> None:
-        while True:
-            try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            ident = frames[0]
-            if len(frames) != 2:
-                self._send(ident, ErrorReply(code="malformed", message="send exactly one frame per request"))
-                continue
-            try:
-                request = self.codec.decode(frames[1])
-            except ProtocolError as exc:
-                self._send(ident, ErrorReply(code=exc.code, message=f"{exc}; send a request from protocol.trainer_api"))
-                continue
-            match request:
-                case Ping(request_id=rid):
-                    self.readiness.details["busy_with"] = self.busy_with
-                    self._send(ident, self.readiness.pong(rid))
-                case Evaluate() if not Path(request.candidate_dir).is_dir():
-                    self._send(ident, ErrorReply(code="bad_request", request_id=request.request_id,
-                                                 message=f"no adapter directory {request.candidate_dir}"))
-                case Evaluate():
-                    self.jobs.put((ident, request))
-
-    def _send(self, ident: bytes, reply: Any) -> None:
-        self._send_raw(ident, encode(reply))
-
-    def _send_raw(self, ident: bytes, frame: bytes) -> None:
-        try:
-            self.router.send_multipart([ident, frame])
-        except zmq.ZMQError as exc:
-            log.info("evaluator.reply_undeliverable", error=str(exc))
+    def _answer(self, request: Any, origin: bytes) -> Any:
+        """Ping at once; an Evaluate is queued for the judging thread, which replies to ``origin``."""
+        match request:
+            case Ping(request_id=rid):
+                self.readiness.details["busy_with"] = self.busy_with
+                return self.readiness.pong(rid)
+            case Evaluate() if not Path(request.candidate_dir).is_dir():
+                return ErrorReply(code="bad_request", request_id=request.request_id,
+                                  message=f"no adapter directory {request.candidate_dir}")
+            case Evaluate():
+                self.jobs.put((origin, request))
+                return None
+        return ErrorReply(code="bad_request", message=f"unsupported request {type(request).__name__}")
 
     # -- the judging thread (owns MLX) -------------------------------------------
     def _judge_loop(self) -> None:
@@ -147,28 +128,23 @@ class EvaluatorServer:
                 mlx_core.clear_streams()
 
     def _judge(self, request: Evaluate, client: EventlogClient) -> Any:
+        """services.evaluator.core.judge, then log the verdict (``evaluation.completed``) and reply."""
         from services.common.heavylock import HeavyRunLock, heavy_lock_path
+        from services.common.paths import resolve_model_dir
+        from services.evaluator.core import judge, thresholds_of
+        from services.lib.models.compute import load_for_serving
 
-        started = time.monotonic()
-        lock = HeavyRunLock(heavy_lock_path(self.paths))
-        if not lock.acquire("evaluator", timeout_s=self.config.evaluator.lock_timeout_s):
-            return ErrorReply(code="busy", request_id=request.request_id,
-                              message="the heavy-run lock stayed busy; evaluate again later")
-        try:
-            outcome = self._measure(request)
-            evaluation = EvaluationCompleted(
-                adapter_id=request.adapter_id, baseline_id=request.baseline_id, verdict=outcome.verdict,
-                metrics={k: float(v) for k, v in outcome.metrics.items()},
-                gates={k: bool(v) for k, v in outcome.gates.items()}, reasons=list(outcome.reasons),
-                duration_s=round(time.monotonic() - started, 2))
-        except Exception as exc:  # a corrupt candidate is a reject, not a crash
-            log.exception("evaluator.failed", adapter_id=request.adapter_id)
-            evaluation = EvaluationCompleted(adapter_id=request.adapter_id, baseline_id=request.baseline_id,
-                                             verdict="reject", reasons=[f"evaluation failed: {exc}"],
-                                             duration_s=round(time.monotonic() - started, 2))
-        finally:
-            lock.release()
-            gc.collect()
+        def load() -> tuple[Any, Any]:
+            model, tokenizer, _ = load_for_serving(resolve_model_dir(self.config.chat.model),
+                                                   self.config.chat.compute)
+            return model, tokenizer
+
+        evaluation = judge(request, load=load, thresholds=thresholds_of(self.config.evaluator),
+                           system_prompt=self.config.chat.system_prompt,
+                           lock=HeavyRunLock(heavy_lock_path(self.paths)),
+                           lock_timeout_s=self.config.evaluator.lock_timeout_s)
+        if isinstance(evaluation, ErrorReply):
+            return evaluation
         log.info("evaluator.judged", adapter_id=request.adapter_id, verdict=evaluation.verdict,
                  duration_s=evaluation.duration_s, reasons=evaluation.reasons)
         try:
@@ -177,24 +153,6 @@ class EvaluatorServer:
         except (ServiceUnavailable, RemoteError) as exc:
             log.warning("evaluator.event_not_logged", error=str(exc))
         return EvaluationResult(request_id=request.request_id, evaluation=evaluation)
-
-    def _measure(self, request: Evaluate) -> Any:
-        from services.common.paths import resolve_model_dir
-        from services.evaluator.core import Thresholds, evaluate
-        from services.lib.models.compute import load_for_serving
-
-        e = self.config.evaluator
-        thresholds = Thresholds(min_fact_recall=e.min_fact_recall, max_canary_drop_pts=e.max_canary_drop_pts,
-                                max_ppl_drift_pct=e.max_ppl_drift_pct, max_false_recall=e.max_false_recall,
-                                max_format_drop=e.max_format_drop, max_false_recall_rise=e.max_false_recall_rise)
-        model, tokenizer, _ = load_for_serving(resolve_model_dir(self.config.chat.model), self.config.chat.compute)
-        try:
-            return evaluate(model, tokenizer, candidate_dir=Path(request.candidate_dir),
-                            baseline_dir=Path(request.baseline_dir) if request.baseline_dir else None,
-                            facts=list(request.facts), false_facts=list(request.false_facts), thresholds=thresholds,
-                            system_prompt=self.config.chat.system_prompt)
-        finally:
-            del model
 
     def close(self) -> None:
         self.router.close()

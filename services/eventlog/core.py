@@ -7,11 +7,10 @@ decides everything else, so it is testable without ZeroMQ.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.codec import Codec, ProtocolError
+from protocol.codec import Codec
 from protocol.envelope import StoredEnvelope
 from protocol.eventlog_api import (
     MAX_REPLAY_LIMIT,
@@ -147,10 +146,3 @@ class EventlogCore:
                 return self.readiness.pong(rid)
         return ErrorReply(code="bad_request", message=f"unsupported request {type(request).__name__}")
 
-
-def malformed_reply(exc: ProtocolError) -> ErrorReply:
-    return ErrorReply(code=exc.code, message=f"{exc}; send a msgpack-encoded request from protocol.eventlog_api")
-
-
-def now_ms() -> float:
-    return time.perf_counter() * 1000

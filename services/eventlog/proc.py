@@ -9,6 +9,7 @@ of the same round).
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Any
@@ -24,8 +25,9 @@ from services.common.config import Config
 from services.common.daemon import VERSION, Readiness, ShutdownFlag, serve_daemon
 from services.common.logging import get_logger
 from services.common.paths import Paths
+from services.common.router import Incoming, RouterServer, request_context
 from services.common.zmqio import bind_pub, bind_pull, bind_router
-from services.eventlog.core import EventlogCore, PendingAppend, malformed_reply
+from services.eventlog.core import EventlogCore, PendingAppend
 from services.lib.eventstore.store import EventStore
 
 log = get_logger("eventlog")
@@ -44,6 +46,11 @@ class EventlogServer:
         self.pull = bind_pull(self.ctx, paths.endpoint("events.in"))
         self.router = bind_router(self.ctx, paths.endpoint("events.ctl"))
         self.pub = bind_pub(self.ctx, paths.endpoint("events.pub"))
+        # Appends are answered after their group commit (RouterServer.finish), reads after
+        # the appends of the same round (handle): the loop below is the eventlog's own.
+        self.rpc = RouterServer("eventlog", self.router, self.core.codec, self._answer_read,
+                                hint="send a msgpack-encoded request from protocol.eventlog_api",
+                                level=logging.DEBUG, context=_append_context, on_reject=self._count_error)
 
     def close(self) -> None:
         for sock in (self.pull, self.router, self.pub):
@@ -66,12 +73,12 @@ class EventlogServer:
                 continue
             pending, reads = self._drain()
             self._commit_and_publish(pending)
-            for origin, request in reads:
-                self._reply(origin, self._answer_read(request))
+            for incoming in reads:
+                self.rpc.send(incoming.origin, self.rpc.handle(incoming))
 
-    def _drain(self) -> tuple[list[PendingAppend], list[tuple[bytes, Any]]]:
+    def _drain(self) -> tuple[list[PendingAppend], list[Incoming]]:
         pending: list[PendingAppend] = []
-        reads: list[tuple[bytes, Any]] = []
+        reads: list[Incoming] = []
         budget = self.config.eventlog.group_commit_max
         progressed = True
         while budget > 0 and progressed:
@@ -108,25 +115,19 @@ class EventlogServer:
         return len(request.events)
 
     def _take_router(self, frames: list[bytes], pending: list[PendingAppend],
-                     reads: list[tuple[bytes, Any]]) -> int:
-        ident = frames[0]
-        if len(frames) != 2:
-            self._reply(ident, ErrorReply(code="malformed", message="send exactly one frame per request"))
+                     reads: list[Incoming]) -> int:
+        incoming = self.rpc.decode(frames)  # a bad frame is answered (and counted) there
+        if incoming is None:
             return 0
-        try:
-            request = self.core.decode(frames[1])
-        except ProtocolError as exc:
-            self.core.counters.error_replies += 1
-            self._reply(ident, malformed_reply(exc))
-            return 0
+        request = incoming.request
         if isinstance(request, Append):
             error = self.core.validate_append(request)
             if error:
-                self._reply(ident, error)
+                self.rpc.finish(incoming, error)
                 return 0
-            pending.append(PendingAppend(ident, request))
+            pending.append(PendingAppend(incoming, request))
             return len(request.events)
-        reads.append((ident, request))
+        reads.append(incoming)
         return 0
 
     def _commit_and_publish(self, pending: list[PendingAppend]) -> None:
@@ -138,36 +139,33 @@ class EventlogServer:
             log.error("eventlog.commit_failed", error=str(outcome.error), events=sum(len(p.request.events) for p in pending))
         for stored, type_ in zip(outcome.published, outcome.types, strict=True):
             self.pub.send_multipart([type_.encode(), encode(stored)])
-        for origin, reply in outcome.replies:
-            if origin is not None:
-                self._reply(origin, reply)
+        for incoming, reply in outcome.replies:
+            if incoming is not None:  # None: PUSHed to events.in, nobody waits for a reply
+                self.rpc.finish(incoming, reply)
         if outcome.published:
             log.debug("eventlog.committed", events=len(outcome.published),
                       head_seq=self.store.head_seq,
                       duration_ms=round((time.perf_counter() - started) * 1000, 2))
 
-    def _answer_read(self, request: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            reply = self.core.handle_read(request)
-        except Exception as exc:  # a broken query must not kill the log
-            log.exception("eventlog.read_failed", request=type(request).__name__)
-            reply = ErrorReply(code="internal", request_id=getattr(request, "request_id", ""),
-                               message=f"eventlog failed to answer: {exc}")
-        log.debug("eventlog.handled", type=type(request).__name__, status=type(reply).__name__,
-                  duration_ms=round((time.perf_counter() - started) * 1000, 2))
-        return reply
+    def _answer_read(self, request: Any, origin: bytes) -> Any:
+        return self.core.handle_read(request)
 
-    def _reply(self, ident: bytes, reply: Any) -> None:
-        try:
-            self.router.send_multipart([ident, encode(reply)])
-        except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY) or stuck: its loss
-            log.info("eventlog.reply_undeliverable", error=str(exc))
+    def _count_error(self, reply: ErrorReply) -> None:
+        self.core.counters.error_replies += 1
 
     def _drop(self, socket_name: str, reason: str) -> None:
         self.core.counters.dropped_frames += 1
         log.warning("eventlog.frame_dropped", socket=socket_name, reason=reason,
                     dropped_total=self.core.counters.dropped_frames)
+
+
+def _append_context(request: Any) -> dict[str, Any]:
+    """Bind the msg_id of an append's (first) event; the reply adds its seq to the line."""
+    context = request_context(request)
+    events = getattr(request, "events", None)
+    if events:
+        context["msg_id"] = events[0].msg_id
+    return context
 
 
 def run(paths: Paths, config: Config) -> int:

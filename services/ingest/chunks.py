@@ -7,8 +7,16 @@ do I work?" reached cosine 0.20 with it (below chat's recall_min_score 0.35)
 against 0.43 for the sentence alone. So a prose turn is stored as one memory
 per statement sentence; a sentence that states nothing on its own ("Hi!",
 "Busy day.") joins its neighbour. Each chunk keeps the turn's id, timestamp
-and tags (memory ids ``m<seq>.<chunk>``). Verbatim material and long pastes
-keep the word windows of :func:`services.lib.memory.index.chunk_text`.
+and tags (memory ids ``m<seq>.<chunk>``).
+
+A long paste (a turn of more than LONG_PASTE_CHARS characters that is not a
+handful of personal statements), and any verbatim or multi-line material,
+becomes 512..1,000-character chunks with 10-20% overlap, cut at paragraph,
+sentence or line ends (:func:`services.lib.memory.split.split_paste`); each
+chunk keeps the turn's id, timestamp and tags like any memory. A long turn of
+at most MAX_PERSONAL_SENTENCES sentences, most of them in the first person
+("I ...", "my ..."), is someone telling about themselves: one memory per
+sentence, as for a short turn.
 
 The vector of a memory that states a fact is the embedding of its text
 *plus the question that asks for that fact* (the trainer's own question
@@ -21,17 +29,34 @@ memory's text is what the user said.
 
 from __future__ import annotations
 
+import re
+
 from services.ingest.questions import sentences
 
 MIN_CHUNK_WORDS = 4
-MAX_PROSE_WORDS = 150  # longer: a paste, chunked in word windows
+MAX_PROSE_WORDS = 150  # longer (and not personal statements): a paste
+LONG_PASTE_CHARS = 1000  # longer (and not personal statements): a paste
+MAX_PERSONAL_SENTENCES = 10
+PERSONAL_SHARE = 0.6  # of the sentences in the first person
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|my|mine|me|we|we're|our|us)\b", re.IGNORECASE)
 
 
-def _is_verbatim(text: str) -> bool:
+def _personal_statements(text: str) -> bool:
+    """A handful of sentences, most about the speaker: someone telling about themselves."""
+    parts = sentences(text)
+    personal = sum(1 for part in parts if _FIRST_PERSON.search(part))
+    return 0 < len(parts) <= MAX_PERSONAL_SENTENCES and personal >= PERSONAL_SHARE * len(parts)
+
+
+def _is_paste(text: str) -> bool:
     from services.ingest.route import features
 
     f = features(text)
-    return bool(f["code"] or f["json"] or f["log"] or f["url"] or f["n_words"] > MAX_PROSE_WORDS)
+    if f["code"] or f["json"] or f["log"] or f["url"]:
+        return True
+    if len(text) > LONG_PASTE_CHARS or f["n_words"] > MAX_PROSE_WORDS:
+        return "\n" in text.strip() or not _personal_statements(text)
+    return "\n" in text.strip()
 
 
 def _states_something(sentence: str) -> bool:
@@ -42,12 +67,12 @@ def _states_something(sentence: str) -> bool:
 
 def memory_chunks(text: str) -> list[str]:
     """The memories one (redacted, question-free) turn becomes."""
-    from services.lib.memory.index import chunk_text
+    from services.lib.memory.split import split_paste
 
     if not text.strip():
         return []
-    if _is_verbatim(text) or "\n" in text.strip():
-        return chunk_text(text)
+    if _is_paste(text):
+        return split_paste(text)
     parts = sentences(text)
     chunks: list[str] = []
     pending = ""

@@ -228,10 +228,11 @@ class IngestCore:
         return memories, (embedded - started) * 1000, (done - embedded) * 1000
 
 
-def memory_info(record: Any, forgotten: bool = False, superseded_by: str = "") -> MemoryInfo:
+def memory_info(record: Any, forgotten: bool = False, superseded_by: str = "", merged_into: str = "") -> MemoryInfo:
     return MemoryInfo(memory_id=record.memory_id, turn_seq=record.seq, chunk=record.chunk, ts=record.ts,
                       route=record.route, tags=list(record.tags), text=record.text,
-                      session_id=record.session_id, forgotten=forgotten, superseded_by=superseded_by)
+                      session_id=record.session_id, forgotten=forgotten, superseded_by=superseded_by,
+                      merged_into=merged_into)
 
 
 class _StageError(RuntimeError):

@@ -25,16 +25,22 @@ class ForgetError(ValueError):
     pass
 
 
+def _info(core: Any, record: Any, superseded: dict[str, str]) -> MemoryInfo:
+    from services.ingest.compact import merged_into
+
+    by = superseded.get(record.memory_id, "")
+    return memory_info(record, superseded_by=by, merged_into=merged_into(core.index, by, record))
+
+
 def list_memories(core: Any, limit: int, offset: int) -> tuple[list[MemoryInfo], int]:
     records = core.index.list(limit=limit, offset=offset)
     superseded = core.index.superseded()
-    return ([memory_info(r, superseded_by=superseded.get(r.memory_id, "")) for r in records],
-            int(core.index.stats().get("memories", 0)))
+    return [_info(core, r, superseded) for r in records], int(core.index.stats().get("memories", 0))
 
 
 def get_memory(core: Any, memory_id: str) -> MemoryInfo | None:
     record = core.index.get(memory_id)
-    return None if record is None else memory_info(record, superseded_by=core.index.superseded().get(memory_id, ""))
+    return None if record is None else _info(core, record, core.index.superseded())
 
 
 def memory_stats(core: Any) -> dict[str, Any]:
@@ -59,6 +65,15 @@ def select(core: Any, memory_ids: list[str], match: str) -> list[Any]:
     for seq in {r.seq for r in chosen.values()}:
         for record in core.index.by_seq(seq):
             chosen[record.memory_id] = record
+    # So do the near duplicates `circ memory compact` merged into a forgotten memory (with their turns).
+    # (Not the memories a forgotten one corrected: those were superseded by a newer memory.)
+    from services.ingest.compact import merged_into
+
+    candidates = [(core.index.get(mid), by) for mid, by in core.index.superseded().items()
+                  if by in chosen and mid not in chosen]
+    for seq in {r.seq for r, by in candidates if r is not None and merged_into(core.index, by, r)}:
+        for record in core.index.by_seq(seq):
+            chosen[record.memory_id] = record
     if len(chosen) > MAX_FORGET:
         raise ForgetError(f"that matches more than {MAX_FORGET} memories; use a more specific --match")
     return sorted(chosen.values(), key=lambda r: (r.seq, r.chunk))
@@ -67,29 +82,19 @@ def select(core: Any, memory_ids: list[str], match: str) -> list[Any]:
 def related_turns(log: Any, memory_ids: set[str], match: str) -> set[int]:
     """Logged turns to erase beyond the memories' own: their skipped duplicates,
     and (with ``match``) every turn whose user or assistant text contains it."""
-    from protocol.codec import Codec, ProtocolError, encode
-    from protocol.envelope import Envelope
     from protocol.events import ChatTurnCompleted, MemorySkipped
+    from services.lib.eventstore.replay import client_pager, logged_envelopes
 
-    codec: Codec[Envelope] = Codec(Envelope)
     needle = match.strip().lower()
     seqs: set[int] = set()
-    after = 0
-    while True:
-        batch = log.replay(after, limit=5000, types=["chat.turn_completed", "memory.skipped"])
-        for stored in batch.events:
-            after = stored.seq or after
-            try:
-                body = codec.decode(encode(stored)).body
-            except ProtocolError:
-                continue
-            if isinstance(body, MemorySkipped) and body.duplicate_of in memory_ids:
-                seqs.add(body.turn_seq)
-            elif (isinstance(body, ChatTurnCompleted) and needle and not body.erased
-                  and (needle in body.user_text.lower() or needle in body.assistant_text.lower())):
-                seqs.add(after)
-        if not batch.events:
-            return seqs
+    for env in logged_envelopes(client_pager(log), ["chat.turn_completed", "memory.skipped"], page=5000):
+        body = env.body
+        if isinstance(body, MemorySkipped) and body.duplicate_of in memory_ids:
+            seqs.add(body.turn_seq)
+        elif (isinstance(body, ChatTurnCompleted) and needle and not body.erased
+              and (needle in body.user_text.lower() or needle in body.assistant_text.lower())):
+            seqs.add(env.seq or 0)
+    return seqs
 
 
 def forget(core: Any, request: Forget, emit: Callable[[Envelope], int], log: Any = None) -> Any:

@@ -20,9 +20,10 @@ from pathlib import Path
 from protocol.envelope import Envelope, new_envelope
 from protocol.events import ChatTurnCompleted, InboxImported, InboxRejected
 from services.common.atomic import write_atomic
+from services.common.digest import bytes_sha256, file_sha256
 from services.common.logging import get_logger
 from services.common.paths import Paths, ensure_private_dir
-from services.ingest.inbox import InboxError, file_sha256, read_inbox_file
+from services.ingest.inbox import InboxError, read_inbox_file
 
 log = get_logger("ingest.import")
 
@@ -83,14 +84,14 @@ def import_file(path: Path, paths: Paths, append: AppendFn, *, move: bool) -> Im
         log.warning("ingest.import_rejected", file=name, reason=reason)
         sha = ""
         try:
-            sha = file_sha256(path.read_bytes())
+            sha = file_sha256(path)
         except OSError:
             pass
         append([new_envelope(InboxRejected(file=name, reason=reason, sha256=sha), source="ingest")])
         if move:
             _file_away(path, paths, "rejected", reason)
         return ImportOutcome(file=name, error=reason)
-    sha = file_sha256(data)
+    sha = bytes_sha256(data)
     envelopes = turn_envelopes(turns, sha, name)
     seqs: list[int] = []
     for start in range(0, len(envelopes), APPEND_CHUNK):

@@ -9,7 +9,6 @@ line rejects the whole file, so nothing half-imported remains.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,10 +42,6 @@ class ImportedTurn:
 
 
 _decoder = msgspec.json.Decoder(Conversation)
-
-
-def file_sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def parse_conversations(data: bytes, name: str = "file") -> list[ImportedTurn]:

@@ -37,46 +37,36 @@ from typing import Any
 
 import zmq
 
-from protocol.codec import Codec, ProtocolError, encode
+from protocol.codec import Codec
 from protocol.envelope import Envelope, new_envelope
 from protocol.events import (
     ChatTurnCompleted,
     MemoryEdited,
     MemoryFailed,
     MemoryForgotten,
+    MemoryMerged,
     ServiceStarted,
     event_tag,
 )
 from protocol.ingest_api import (
-    EditMemory,
-    Forget,
-    GetMemory,
-    GetMemoryStats,
-    ImportFile,
-    ImportResult,
     IngestRequest,
-    ListMemories,
-    MemoryDetail,
-    MemoryList,
-    MemoryStats,
-    Recall,
-    Recalled,
 )
-from protocol.service_api import ErrorReply, Ping
 from services.common.config import Config
 from services.common.daemon import VERSION, Readiness, ShutdownFlag, serve_daemon
 from services.common.eventlog_client import EventlogClient
 from services.common.logging import get_logger
 from services.common.paths import Paths
+from services.common.router import RouterServer
 from services.common.rpc import RemoteError, ServiceUnavailable
 from services.common.zmqio import bind_router
+from services.ingest.answers import answer
 
 log = get_logger("ingest")
 
 POLL_TIMEOUT_MS = 200
 SLICE_EVENTS = 16  # events handled between two looks at the control socket
 IDLE_CATCH_UP_S = 1.0
-TYPES = [event_tag(ChatTurnCompleted), event_tag(MemoryForgotten), event_tag(MemoryEdited)]
+TYPES = [event_tag(ChatTurnCompleted), event_tag(MemoryForgotten), event_tag(MemoryEdited), event_tag(MemoryMerged)]
 RETRY_FIRST_S = 5.0  # no embedder: first retry after this, doubling ...
 RETRY_MAX_S = 60.0  # ... up to this (or 10x the failed attempt's duration, if longer)
 REBUILD_DIR = "memory.rebuild-ingest"  # beside data/memory; `circ memory rebuild` uses memory.rebuild
@@ -120,6 +110,9 @@ class IngestServer:
         self.readiness = Readiness("ingest")
         self.codec: Codec[Any] = Codec(IngestRequest)
         self.router = bind_router(self.ctx, paths.endpoint("ingest.ctl"))
+        # One bad request must not take recall down: RouterServer answers it with an ErrorReply.
+        self.rpc = RouterServer("ingest", self.router, self.codec, lambda request, _origin: answer(self, request),
+                                hint="send a request from protocol.ingest_api")
         self.log_client = EventlogClient(paths, ctx=self.ctx)
         self.inbox_queue: queue.Queue[Path] = queue.Queue()
         self.core: Any = None
@@ -247,7 +240,7 @@ class IngestServer:
 
         def on_event(seq: int, head: int) -> None:
             self.readiness.details["rebuild"] = f"seq {seq} of {head}"
-            self._take_requests()  # Ping says how far; recall and the rest: unavailable
+            self.rpc.drain()  # Ping says how far; recall and the rest: unavailable
             if stop.is_set():
                 raise _Stopped
 
@@ -283,6 +276,11 @@ class IngestServer:
 
             apply_edited(self.core, env.body)
             return
+        if isinstance(env.body, MemoryMerged):
+            from services.ingest.compact import apply_merged
+
+            apply_merged(self.core, env.body)
+            return
         self.core.handle(env, lambda e: self.emit(e))
 
     # -- main loop ------------------------------------------------------------
@@ -307,7 +305,7 @@ class IngestServer:
                 poller.register(doorbell, zmq.POLLIN)
             ready = dict(poller.poll(0 if behind and self.consumer is not None else POLL_TIMEOUT_MS))
             if self.router in ready:
-                self._take_requests()
+                self.rpc.drain()
             rang = doorbell is not None and doorbell in ready and self.consumer.drain_doorbell()
             self._import_waiting_files()
             if self.consumer is None:
@@ -322,89 +320,6 @@ class IngestServer:
                     time.sleep(0.2)
         if self.core is not None:
             self.core.index.save()
-
-    def _take_requests(self) -> None:
-        while True:
-            try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            ident = frames[0]
-            if len(frames) != 2:
-                self._send(ident, ErrorReply(code="malformed", message="send exactly one frame per request"))
-                continue
-            try:
-                request = self.codec.decode(frames[1])
-            except ProtocolError as exc:
-                log.warning("ingest.frame_rejected", reason=str(exc))
-                self._send(ident, ErrorReply(code=exc.code, message=f"{exc}; send a request from protocol.ingest_api"))
-                continue
-            started = time.perf_counter()
-            try:
-                reply = self._answer(request)
-            except Exception as exc:  # one bad request must not take recall down
-                log.exception("ingest.request_failed", type=type(request).__name__)
-                reply = ErrorReply(code="internal", request_id=getattr(request, "request_id", ""),
-                                   message=f"ingest failed to answer: {exc}")
-            log.info("ingest.handled", type=type(request).__name__, status=type(reply).__name__,
-                     duration_ms=round((time.perf_counter() - started) * 1000, 2))
-            self._send(ident, reply)
-
-    def _answer(self, request: Any) -> Any:
-        from services.ingest import forget
-
-        match request:
-            case Ping(request_id=rid):
-                if self.core is not None:
-                    self.readiness.details["cursor_seq"] = str(self.core.cursor)
-                return self.readiness.pong(rid)
-            case ImportFile(path=path, request_id=rid):  # only appends to the log: works without an embedder
-                from services.ingest.importer import import_file
-
-                source = Path(path)
-                if not source.is_file():
-                    return ErrorReply(code="bad_request", request_id=rid,
-                                      message=f"{path} is not a readable file")
-                result = import_file(source, self.paths, self.append_many, move=False)
-                if result.error:
-                    return ErrorReply(code="bad_request", request_id=rid, message=result.error)
-                return ImportResult(request_id=rid, file=result.file, turns=result.turns,
-                                    first_seq=result.first_seq, last_seq=result.last_seq)
-        if self.core is None:
-            return ErrorReply(code="unavailable", request_id=getattr(request, "request_id", ""),
-                              message=f"ingest is not ready: {self.problem or 'still starting; try again shortly'}")
-        match request:
-            case Recall(query=query, k=k, min_score=min_score, request_id=rid):
-                if not query.strip():
-                    return ErrorReply(code="bad_request", request_id=rid, message="recall needs a non-empty query")
-                memories, embed_ms, search_ms = self.core.recall(query, k, min_score)
-                return Recalled(request_id=rid, memories=memories, embed_ms=round(embed_ms, 3),
-                                search_ms=round(search_ms, 3))
-            case ListMemories(limit=limit, offset=offset, request_id=rid):
-                infos, total = forget.list_memories(self.core, max(1, min(limit, 500)), max(0, offset))
-                return MemoryList(request_id=rid, memories=infos, total=total)
-            case GetMemory(memory_id=mid, request_id=rid):
-                info = forget.get_memory(self.core, mid)
-                if info is None:
-                    return ErrorReply(code="bad_request", request_id=rid,
-                                      message=f"no memory {mid!r}; list them with `circ memory list`")
-                return MemoryDetail(request_id=rid, memory=info)
-            case GetMemoryStats(request_id=rid):
-                head = self.consumer.head_seq if self.consumer is not None else 0
-                return MemoryStats(request_id=rid, head_seq=head, **forget.memory_stats(self.core))
-            case Forget() as req:
-                return forget.forget(self.core, req, self.emit, self.log_client)
-            case EditMemory() as req:
-                from services.ingest.edit import edit
-
-                return edit(self.core, req, self.emit)
-        return ErrorReply(code="bad_request", message=f"unsupported request {type(request).__name__}")
-
-    def _send(self, ident: bytes, reply: Any) -> None:
-        try:
-            self.router.send_multipart([ident, encode(reply)])
-        except zmq.ZMQError as exc:
-            log.info("ingest.reply_undeliverable", error=str(exc))
 
     # -- inbox ------------------------------------------------------------------
     def _watch_inbox(self, stop: ShutdownFlag) -> None:

@@ -1,9 +1,14 @@
 """Rebuild the memory index from the event log (the index is derived state).
 
-Replays ``chat.turn_completed`` and ``memory.forgotten`` in seq order through
-the same :class:`IngestCore` the daemon uses, without logging decisions again
-(they are already in the log). Reads the log through a read-only SQLite
-connection, so it needs no daemon.
+Replays ``chat.turn_completed``, ``memory.forgotten``, ``memory.edited`` and
+``memory.merged`` in seq order through the same :class:`IngestCore` the daemon uses, without
+logging decisions again (they are already in the log). Each turn follows the
+decision the daemon *logged* for it (``memory.stored`` with its route,
+``memory.skipped``, ``memory.failed``), not a fresh run of the router: an
+edit to the router or the fact extractor must not silently change what a
+rebuild remembers. Only a turn the daemon never decided (it died first) is
+routed afresh. Reads the log through a read-only SQLite connection, so it
+needs no daemon.
 
 Two callers: `circ memory rebuild` (ingest stopped, the whole log), and the
 ingest daemon itself when the index on disk was built by another embedder
@@ -18,14 +23,43 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from protocol.codec import Codec, ProtocolError, encode
-from protocol.envelope import Envelope
-from protocol.events import ChatTurnCompleted, MemoryEdited, MemoryForgotten, event_tag
+from protocol.events import (
+    ChatTurnCompleted,
+    MemoryEdited,
+    MemoryFailed,
+    MemoryForgotten,
+    MemoryMerged,
+    MemorySkipped,
+    MemoryStored,
+    event_tag,
+)
 from services.common.paths import Paths
-from services.lib.eventstore.store import connect, replay
+from services.lib.eventstore.replay import db_pager, logged_envelopes
+from services.lib.eventstore.store import connect
 
-TYPES = [event_tag(ChatTurnCompleted), event_tag(MemoryForgotten), event_tag(MemoryEdited)]
+TYPES = [event_tag(ChatTurnCompleted), event_tag(MemoryForgotten), event_tag(MemoryEdited), event_tag(MemoryMerged)]
+DECISION_TYPES = [event_tag(MemoryStored), event_tag(MemorySkipped), event_tag(MemoryFailed)]
 PAGE = 2000
+
+
+def logged_decisions(conn, head: int) -> dict[int, object]:  # noqa: ANN001 - sqlite3.Connection
+    """turn seq -> the decision event ingest logged for it (decisions are deduplicated by msg_id)."""
+    return {env.body.turn_seq: env.body for env in logged_envelopes(db_pager(conn), DECISION_TYPES, until_seq=head, page=PAGE)}
+
+
+def replaying_router(decisions: dict[int, object], live_router):  # noqa: ANN001, ANN201
+    """A router that answers a turn with its logged route, and routes only undecided turns."""
+    from services.ingest.route import RouteDecision
+
+    current: dict[str, int] = {"seq": 0}
+
+    def route(text: str, vector) -> RouteDecision:  # noqa: ANN001
+        logged = decisions.get(current["seq"])
+        if isinstance(logged, MemoryStored):
+            return RouteDecision(route=logged.route, score=logged.score, reason="replayed: " + logged.reason)
+        return live_router(text, vector)
+
+    return route, current
 
 
 def rebuild_index(paths: Paths, target: Path, *, embedder=None,  # noqa: ANN001
@@ -53,43 +87,45 @@ def rebuild_index(paths: Paths, target: Path, *, embedder=None,  # noqa: ANN001
 
     embedder = embedder or load_embedder()
     index = MemoryIndex(target, embedder.dim, embedder=getattr(embedder, "identity", None))
-    # The same router as the daemon, so a rebuild decides every turn the same way.
-    # ... and the same name policy (ingest.redact_names), so a rebuild redacts as the daemon does.
+    # The logged decisions, then the daemon's own router for a turn it never decided; the same
+    # name policy (ingest.redact_names), so a rebuild redacts as the daemon does.
     from services.common.config import load_config
 
-    core = IngestCore(index, embedder, router=load_router(embedder), names=NameKeys.open(paths.keys),
-                      redact_names=load_config().ingest.redact_names)
-    codec: Codec[Envelope] = Codec(Envelope)
     conn = connect(paths.events_db, readonly=True)
     handled, after = 0, 0
     try:
         head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
         if until_seq is not None:
             head = min(head, until_seq)
-        while after < head:
-            events, _ = replay(conn, after, PAGE, TYPES)
-            events = [e for e in events if (e.seq or 0) <= head]
-            if not events:
-                break
-            for stored in events:
-                after = stored.seq or after
-                try:
-                    env = codec.decode(encode(stored))
-                except ProtocolError:
-                    continue
-                if isinstance(env.body, MemoryForgotten):
-                    apply_forgotten(core, env.body)
-                elif isinstance(env.body, MemoryEdited):
-                    from services.ingest.edit import apply_edited
+        # The whole log: the decision for the turn at the cursor is logged after it.
+        decisions = logged_decisions(conn, conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+        router, current = replaying_router(decisions, load_router(embedder))
+        core = IngestCore(index, embedder, router=router, names=NameKeys.open(paths.keys),
+                          redact_names=load_config().ingest.redact_names)
+        for env in logged_envelopes(db_pager(conn), TYPES, until_seq=head, page=PAGE):
+            after = env.seq or after
+            if isinstance(env.body, MemoryForgotten):
+                apply_forgotten(core, env.body)
+            elif isinstance(env.body, MemoryEdited):
+                from services.ingest.edit import apply_edited
 
-                    apply_edited(core, env.body)
-                else:
-                    core.handle(env, lambda _e: None)
-                handled += 1
-                if on_event:
-                    on_event(after, head)
-            if progress:
+                apply_edited(core, env.body)
+            elif isinstance(env.body, MemoryMerged):
+                from services.ingest.compact import apply_merged
+
+                apply_merged(core, env.body)
+            elif isinstance(decisions.get(after), MemorySkipped | MemoryFailed):
+                pass  # the daemon remembered nothing of it: neither does the rebuild (nor embeds it)
+            else:
+                current["seq"] = after
+                core.handle(env, lambda _e: None)
+            handled += 1
+            if on_event:
+                on_event(after, head)
+            if progress and handled % PAGE == 0:
                 progress(after, head)
+        if progress:
+            progress(after, head)
         cursor = until_seq if until_seq is not None else max(after, core.cursor)
         index.set_meta("cursor_seq", str(cursor))
         index.save()

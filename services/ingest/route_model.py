@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from services.common.atomic import write_atomic
+from services.common.digest import file_sha256
 from services.common.logging import get_logger
 from services.common.paths import models_dir
 from services.ingest.route import _PLACEHOLDER, ROUTES, RouteDecision, features, rule_route
@@ -117,10 +118,6 @@ def load_examples(path: Path = SEED_FILE) -> list[Example]:
             raise ValueError(f"{path}:{number}: need a string 'text' and a 'label' in {ROUTES}")
         examples.append(Example(row["text"], row["label"]))
     return examples
-
-
-def file_sha256(path: Path = SEED_FILE) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def feature_names() -> tuple[str, ...]:

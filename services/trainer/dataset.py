@@ -346,6 +346,178 @@ def _false_items(stated_keys: set[tuple[str, str]], *, count: int, seed: int) ->
     return items
 
 
+# -- the steps of build_dataset ------------------------------------------------------------------
+@dataclass
+class _Selection:
+    """Tonight's memories in statement order, those trained on, and why the others are not."""
+
+    ordered: list[MemoryRecord]
+    eligible: list[MemoryRecord]
+    excluded: dict[str, int]
+    gone: set[str]  # forgotten memory ids (tonight's and earlier ones): replay from them is dropped
+
+
+def _select(memories: list[MemoryRecord], forgotten_ids: Collection[str]) -> _Selection:
+    ordered = sorted(memories, key=lambda m: (m.seq, m.chunk))
+    excluded = {"forgotten": 0, "no_train": 0, "not_trained_route": 0, "empty": 0}
+    eligible: list[MemoryRecord] = []
+    for memory in ordered:
+        reason = _eligible(memory)
+        if reason:
+            excluded[reason] += 1
+        else:
+            eligible.append(memory)
+    gone = set(forgotten_ids) | {m.memory_id for m in ordered if m.forgotten}
+    return _Selection(ordered=ordered, eligible=eligible, excluded=excluded, gone=gone)
+
+
+def _stated_facts(selection: _Selection) -> list[tuple[Fact, bool]]:
+    """Facts from every live memory, each with whether its memory is trained on.
+
+    Not only the eligible ones: a later opted-out statement still supersedes an earlier one.
+    """
+    eligible_ids = {m.memory_id for m in selection.eligible}
+    stated: list[tuple[Fact, bool]] = []
+    for memory in selection.ordered:
+        if memory.forgotten or not memory.text.strip():
+            continue
+        for fact in extract_facts(memory.text, memory_id=memory.memory_id, seq=memory.seq, ts=memory.ts):
+            stated.append((fact, memory.memory_id in eligible_ids))
+    return stated
+
+
+def _qa_examples(taught: list[_Taught], system: str, *, phrasings: int, seed: int,
+                 paraphraser: Paraphraser | None, max_paraphrases: int,
+                 ) -> tuple[list[dict], dict[tuple[str, str], set[str]], dict[str, int]]:
+    """(examples with their source, the normalised questions trained per key, paraphrase counts)."""
+    stats = {"kept": 0, "rejected": 0, "errors": 0}
+    examples: list[dict] = []
+    trained_questions: dict[tuple[str, str], set[str]] = {}
+    for entry in taught:
+        pairs = _qa_pairs(entry.fact, phrasings=phrasings, seed=seed, paraphraser=paraphraser,
+                          max_paraphrases=max_paraphrases, stats=stats)
+        trained_questions[entry.fact.key] = {normalize(q) for q, _ in pairs}
+        for q, a in pairs:
+            examples.append({**chat_example(system, q, a),
+                             "source": {"kind": "qa", "fact": list(entry.fact.key),
+                                        "memory_ids": entry.memory_ids, "seqs": entry.seqs}})
+    return examples, trained_questions, stats
+
+
+def _chat_examples(selection: _Selection, stated: list[tuple[Fact, bool]],
+                   turns: dict[int, tuple[str, str]] | None, system: str,
+                   ) -> tuple[list[dict], set[str], dict[str, int]]:
+    """(assistant-turn examples with their source, the memory ids they teach, skipped turns by reason)."""
+    fact_seqs = {f.seq for f, _ in stated}
+    chunks_per_seq: dict[int, int] = {}
+    for memory in selection.ordered:
+        chunks_per_seq[memory.seq] = chunks_per_seq.get(memory.seq, 0) + 1
+    examples: list[dict] = []
+    taught_ids: set[str] = set()
+    skipped: dict[str, int] = {}
+    for memory in selection.eligible:
+        if memory.seq in fact_seqs:
+            continue
+        reply, why = _chat_target(memory, turns, chunks_per_seq)
+        if reply is None:
+            skipped[why] = skipped.get(why, 0) + 1
+            continue
+        examples.append({**chat_example(system, memory.text.strip(), reply),
+                         "source": {"kind": "chat", "memory_ids": [memory.memory_id], "seqs": [memory.seq]}})
+        taught_ids.add(memory.memory_id)
+    return examples, taught_ids, skipped
+
+
+def _chat_target(memory: MemoryRecord, turns: dict[int, tuple[str, str]] | None,
+                 chunks_per_seq: dict[int, int]) -> tuple[str | None, str]:
+    """The reply to teach for this memory's turn, or (None, why not)."""
+    if memory.route not in CHAT_ROUTES:
+        return None, "route_both_left_to_recall"
+    if turns is None or memory.seq not in turns:
+        return None, "no_turn"
+    if chunks_per_seq.get(memory.seq, 0) > 1:
+        return None, "multi_chunk_turn"
+    return _chat_reply(turns[memory.seq][1])
+
+
+def _identity(identity_examples: list[dict] | None, system: str) -> list[dict]:
+    given = default_identity(system) if identity_examples is None else identity_examples
+    return [_with_system(e, system) for e in given if _valid_chat(e)]
+
+
+def _replayed(replay: Sequence[dict], stated_keys: set[tuple[str, str]], gone: set[str],
+              ) -> tuple[list[dict], dict[str, int]]:
+    """Earlier nights' examples still worth teaching, and how many were dropped, by reason."""
+    dropped = {"invalid": 0, "superseded": 0, "forgotten": 0}
+    kept: list[dict] = []
+    for item in replay:
+        if not _valid_chat(item):
+            dropped["invalid"] += 1
+            continue
+        source = item.get("source") or {}
+        fact_key = source.get("fact")
+        if isinstance(fact_key, list) and len(fact_key) == 2 and (str(fact_key[0]).lower(), fact_key[1]) in stated_keys:
+            dropped["superseded"] += 1
+            continue
+        if gone & set(source.get("memory_ids") or ()):
+            dropped["forgotten"] += 1
+            continue
+        kept.append({"messages": item["messages"]})
+    return kept, dropped
+
+
+def _shuffled(new_examples: list[dict], identity: list[dict], replayed: list[dict],
+              seed: int) -> tuple[list[dict], dict[str, int]]:
+    """train.jsonl's examples in their seeded order, and how many of each kind."""
+    kinds = [e["source"]["kind"] for e in new_examples] + ["identity"] * len(identity) + ["replay"] * len(replayed)
+    examples = [{"messages": e["messages"]} for e in new_examples] + identity + replayed
+    order = list(range(len(examples)))
+    random.Random(stable_seed("shuffle", seed)).shuffle(order)
+    counts = {kind: sum(1 for k in kinds if k == kind) for kind in KINDS}
+    return [examples[i] for i in order], counts
+
+
+@dataclass
+class _Night:
+    """What the steps found, for the manifest."""
+
+    selection: _Selection
+    taught: list[_Taught]
+    superseded: list[Fact]
+    withheld: list[Fact]
+    taught_ids: set[str]
+    chat_skipped: dict[str, int]
+    paraphrases: dict[str, int]
+    replay_dropped: dict[str, int]
+
+
+def _manifest(night: _Night, examples: list[dict], counts: dict[str, int], eval_counts: tuple[int, int], *,
+              phrasings: int, max_paraphrases: int, seed: int, system: str) -> dict:
+    sel = night.selection
+    contributed = [m for m in sel.ordered if m.memory_id in night.taught_ids]
+    return {
+        "version": DATASET_VERSION,
+        "counts": counts,
+        "total": len(examples),
+        "source_seqs": sorted({m.seq for m in contributed}),
+        "memory_ids": [m.memory_id for m in contributed],
+        "max_seq": max((m.seq for m in sel.ordered), default=0),
+        "facts": [{**e.fact.to_dict(), "memory_ids": e.memory_ids, "seqs": e.seqs} for e in night.taught],
+        "superseded": [f.to_dict() for f in night.superseded],
+        "withheld": [f.to_dict() for f in night.withheld],
+        "excluded": sel.excluded,
+        "untaught": [m.memory_id for m in sel.eligible if m.memory_id not in night.taught_ids],
+        "chat_skipped": night.chat_skipped,
+        "paraphrases": night.paraphrases,
+        "replay_dropped": night.replay_dropped,
+        "eval": {"facts": eval_counts[0], "false": eval_counts[1], "abstain": ABSTAIN},
+        "phrasings": phrasings,
+        "max_paraphrases": max_paraphrases,
+        "seed": seed,
+        "system_prompt": system,
+    }
+
+
 # -- the entry point --------------------------------------------------------------------------
 def build_dataset(memories: list[MemoryRecord], *, replay: Sequence[dict] = (),
                   turns: dict[int, tuple[str, str]] | None = None, phrasings: int = 5,
@@ -367,118 +539,28 @@ def build_dataset(memories: list[MemoryRecord], *, replay: Sequence[dict] = (),
     if phrasings < 1:
         raise ValueError("phrasings must be at least 1")
     system = system_prompt or DEFAULT_SYSTEM_PROMPT
-    ordered = sorted(memories, key=lambda m: (m.seq, m.chunk))
-    excluded = {"forgotten": 0, "no_train": 0, "not_trained_route": 0, "empty": 0}
-    eligible: list[MemoryRecord] = []
-    for memory in ordered:
-        reason = _eligible(memory)
-        if reason:
-            excluded[reason] += 1
-        else:
-            eligible.append(memory)
-    eligible_ids = {m.memory_id for m in eligible}
-    gone = set(forgotten_ids) | {m.memory_id for m in ordered if m.forgotten}
-
-    # Facts from every live memory, so a later opted-out statement still supersedes an earlier one.
-    stated: list[tuple[Fact, bool]] = []
-    for memory in ordered:
-        if memory.forgotten or not memory.text.strip():
-            continue
-        for fact in extract_facts(memory.text, memory_id=memory.memory_id, seq=memory.seq, ts=memory.ts):
-            stated.append((fact, memory.memory_id in eligible_ids))
-    taught, superseded, withheld = _resolve(stated)
+    selection = _select(memories, forgotten_ids)
+    stated = _stated_facts(selection)
     stated_keys = {fact.key for fact, _ in stated}
-
-    paraphrase_stats = {"kept": 0, "rejected": 0, "errors": 0}
-    new_examples: list[dict] = []  # with "source", for the replay pool
-    trained_questions: dict[tuple[str, str], set[str]] = {}
-    for entry in taught:
-        pairs = _qa_pairs(entry.fact, phrasings=phrasings, seed=seed, paraphraser=paraphraser,
-                          max_paraphrases=max_paraphrases, stats=paraphrase_stats)
-        trained_questions[entry.fact.key] = {normalize(q) for q, _ in pairs}
-        for q, a in pairs:
-            new_examples.append({**chat_example(system, q, a),
-                                 "source": {"kind": "qa", "fact": list(entry.fact.key),
-                                            "memory_ids": entry.memory_ids, "seqs": entry.seqs}})
-
-    fact_seqs = {f.seq for f, _ in stated}
-    chunks_per_seq: dict[int, int] = {}
-    for memory in ordered:
-        chunks_per_seq[memory.seq] = chunks_per_seq.get(memory.seq, 0) + 1
-    chat_skipped: dict[str, int] = {}
-    taught_ids = {mid for entry in taught for mid in entry.memory_ids}
-    for memory in eligible:
-        if memory.seq in fact_seqs:
-            continue
-        why = ""
-        if memory.route not in CHAT_ROUTES:
-            why = "route_both_left_to_recall"
-        elif turns is None or memory.seq not in turns:
-            why = "no_turn"
-        elif chunks_per_seq.get(memory.seq, 0) > 1:
-            why = "multi_chunk_turn"
-        else:
-            reply, why = _chat_reply(turns[memory.seq][1])
-            if reply is not None:
-                new_examples.append({**chat_example(system, memory.text.strip(), reply),
-                                     "source": {"kind": "chat", "memory_ids": [memory.memory_id],
-                                                "seqs": [memory.seq]}})
-                taught_ids.add(memory.memory_id)
-                continue
-        chat_skipped[why] = chat_skipped.get(why, 0) + 1
-
-    identity = [_with_system(e, system) for e in (default_identity(system) if identity_examples is None
-                                                  else identity_examples) if _valid_chat(e)]
-
-    replay_dropped = {"invalid": 0, "superseded": 0, "forgotten": 0}
-    replayed: list[dict] = []
-    for item in replay:
-        if not _valid_chat(item):
-            replay_dropped["invalid"] += 1
-            continue
-        source = item.get("source") or {}
-        fact_key = source.get("fact")
-        if isinstance(fact_key, list) and len(fact_key) == 2 and (str(fact_key[0]).lower(), fact_key[1]) in stated_keys:
-            replay_dropped["superseded"] += 1
-            continue
-        if gone & set(source.get("memory_ids") or ()):
-            replay_dropped["forgotten"] += 1
-            continue
-        replayed.append({"messages": item["messages"]})
-
-    kinds = [e["source"]["kind"] for e in new_examples] + ["identity"] * len(identity) + ["replay"] * len(replayed)
-    examples = [{"messages": e["messages"]} for e in new_examples] + identity + replayed
-    order = list(range(len(examples)))
-    random.Random(stable_seed("shuffle", seed)).shuffle(order)
-    examples = [examples[i] for i in order]
-    counts = {kind: sum(1 for k in kinds if k == kind) for kind in KINDS}
+    taught, superseded, withheld = _resolve(stated)
+    qa, trained_questions, paraphrases = _qa_examples(taught, system, phrasings=phrasings, seed=seed,
+                                                      paraphraser=paraphraser, max_paraphrases=max_paraphrases)
+    chat, chat_ids, chat_skipped = _chat_examples(selection, stated, turns, system)
+    new_examples = qa + chat  # with "source", for the replay pool
+    replayed, replay_dropped = _replayed(replay, stated_keys, selection.gone)
+    examples, counts = _shuffled(new_examples, _identity(identity_examples, system), replayed, seed)
 
     known = {(k.key if isinstance(k, Fact) else (str(k[0]).lower(), str(k[1]))) for k in known_facts}
     eval_facts = _eval_items(taught, trained_questions, per_fact=heldout_per_fact, seed=seed)
     false_facts = _false_items(stated_keys | known, count=false_count, seed=seed)
 
-    contributed = [m for m in ordered if m.memory_id in taught_ids]
-    manifest = {
-        "version": DATASET_VERSION,
-        "counts": counts,
-        "total": len(examples),
-        "source_seqs": sorted({m.seq for m in contributed}),
-        "memory_ids": [m.memory_id for m in contributed],
-        "max_seq": max((m.seq for m in ordered), default=0),
-        "facts": [{**e.fact.to_dict(), "memory_ids": e.memory_ids, "seqs": e.seqs} for e in taught],
-        "superseded": [f.to_dict() for f in superseded],
-        "withheld": [f.to_dict() for f in withheld],
-        "excluded": excluded,
-        "untaught": [m.memory_id for m in eligible if m.memory_id not in taught_ids],
-        "chat_skipped": chat_skipped,
-        "paraphrases": paraphrase_stats,
-        "replay_dropped": replay_dropped,
-        "eval": {"facts": len(eval_facts), "false": len(false_facts), "abstain": ABSTAIN},
-        "phrasings": phrasings,
-        "max_paraphrases": max_paraphrases if paraphraser is not None else 0,
-        "seed": seed,
-        "system_prompt": system,
-    }
+    taught_ids = {mid for entry in taught for mid in entry.memory_ids} | chat_ids
+    night = _Night(selection=selection, taught=taught, superseded=superseded, withheld=withheld,
+                   taught_ids=taught_ids, chat_skipped=chat_skipped, paraphrases=paraphrases,
+                   replay_dropped=replay_dropped)
+    manifest = _manifest(night, examples, counts, (len(eval_facts), len(false_facts)), phrasings=phrasings,
+                         max_paraphrases=max_paraphrases if paraphraser is not None else 0, seed=seed,
+                         system=system)
     return NightDataset(examples=examples, manifest=manifest, eval_facts=eval_facts, false_facts=false_facts,
                         replay_pool=new_examples, valid=valid_examples(system),
                         facts=[e.fact for e in taught])

@@ -1,64 +1,70 @@
-"""Reading what ingest remembered, read-only, for the night's dataset.
+"""What ingest remembered, asked of ingest, for the night's dataset.
 
-The memory index's SQLite file belongs to ingest; the trainer only reads it
-(WAL lets it read while ingest writes), so the two daemons never contend for
-a write lock, and a sleep never changes what is remembered.
+The memory index belongs to ingest; the trainer asks for the trainable
+memories over ``ingest.ctl`` (``protocol.ingest_api.ListTrainable``, paged)
+instead of reading ingest's SQLite file, so the two meet only through
+messages, and what "trainable" means is decided in one place (the index).
+A sleep never changes what is remembered.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from pathlib import Path
+from typing import Any
 
+import msgspec
+import zmq
+
+from protocol.ingest_api import IngestReply, ListTrainable, TrainableList
+from services.common.paths import Paths
+from services.common.rpc import RemoteError, RpcClient, ServiceUnavailable, fresh_request_id
 from services.lib.memory.index import MemoryRecord
 
-DB_NAME = "memories.db"
+PAGE = 500
+# A page is read from SQLite in milliseconds, but ingest answers between turns it is embedding.
+TIMEOUT_S = 30.0
 
 
-def open_readonly(memory_dir: Path) -> sqlite3.Connection | None:
-    path = memory_dir / DB_NAME
-    if not path.exists():
-        return None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    conn.execute("PRAGMA busy_timeout=5000")
-    return conn
+class MemoriesUnavailable(RuntimeError):
+    """Ingest could not be asked (not running, or it refused): the night cannot know what to learn."""
 
 
-def trainable_memories(memory_dir: Path, *, after_seq: int = 0) -> list[MemoryRecord]:
-    """Memories routed to training (lora/both), not forgotten, not #no-train, newer than ``after_seq``."""
-    conn = open_readonly(memory_dir)
-    if conn is None:
-        return []
-    try:
-        # A memory a later correction superseded (services/ingest/supersede.py) is never trained
-        # on: its value is the old one. (An index from before issue 12 has no such table.)
-        has_superseded = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'superseded'").fetchone() is not None
-        rows = conn.execute(
-            "SELECT memory_id, seq, chunk, session_id, ts, route, tags, text, text_sha256 FROM memories"
-            " WHERE forgotten = 0 AND route IN ('lora', 'both') AND seq > ?"
-            + (" AND memory_id NOT IN (SELECT memory_id FROM superseded)" if has_superseded else "")
-            + " ORDER BY seq, chunk",
-            (after_seq,)).fetchall()
-    finally:
-        conn.close()
-    records = []
-    for memory_id, seq, chunk, session_id, ts, route, tags, text, sha in rows:
-        tag_list = json.loads(tags) if tags else []
-        if "no-train" in tag_list:
-            continue
-        records.append(MemoryRecord(memory_id=memory_id, seq=seq, chunk=chunk, session_id=session_id or "",
-                                    ts=ts or 0.0, route=route, tags=tag_list, text=text or "",
-                                    text_sha256=sha or ""))
-    return records
+class IngestMemories:
+    """The trainer's view of the memory index, through ingest (one thread only)."""
 
+    def __init__(self, paths: Paths, *, ctx: zmq.Context | None = None, timeout_s: float = TIMEOUT_S) -> None:
+        self._rpc = RpcClient(paths, "ingest", "ingest.ctl", IngestReply, timeout_s=timeout_s, ctx=ctx)
 
-def forgotten_ids(memory_dir: Path) -> set[str]:
-    conn = open_readonly(memory_dir)
-    if conn is None:
-        return set()
-    try:
-        return {r[0] for r in conn.execute("SELECT memory_id FROM memories WHERE forgotten = 1")}
-    finally:
-        conn.close()
+    def close(self) -> None:
+        self._rpc.close()
+
+    def __enter__(self) -> IngestMemories:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def _ask(self, **fields: Any) -> TrainableList:
+        try:
+            reply = self._rpc.request(ListTrainable(request_id=fresh_request_id(), **fields))
+        except (ServiceUnavailable, RemoteError) as exc:
+            raise MemoriesUnavailable(f"could not ask ingest for the trainable memories: {exc}") from exc
+        if not isinstance(reply, TrainableList):
+            raise MemoriesUnavailable(f"ingest answered {type(reply).__name__} to list_trainable")
+        return reply
+
+    def trainable(self, after_seq: int = 0) -> list[MemoryRecord]:
+        """Memories routed to training, not forgotten, not superseded, not #no-train, after ``after_seq``."""
+        records: list[MemoryRecord] = []
+        cursor = (after_seq, -1)
+        while True:
+            reply = self._ask(after_seq=cursor[0], after_chunk=cursor[1], limit=PAGE)
+            records += [MemoryRecord(**msgspec.structs.asdict(m)) for m in reply.memories]
+            if not reply.more or not reply.memories:
+                return records
+            cursor = (reply.memories[-1].seq, reply.memories[-1].chunk)
+
+    def count_trainable(self, after_seq: int = 0) -> int:
+        return self._ask(after_seq=after_seq, count_only=True).total
+
+    def forgotten_ids(self) -> set[str]:
+        return set(self._ask(count_only=True, with_forgotten=True).forgotten_ids)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from services.trainer.paraphrase import MAX_TOKENS, SYSTEM_PROMPT, propose, read_requests
-from services.trainer.worker import (
+from services.trainer.worker_io import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_OK,

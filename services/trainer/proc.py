@@ -1,16 +1,16 @@
 """The trainer process: sleep schedule, `circ sleep`, adapter commands.
 
 The main thread owns ROUTER ``trainer.ctl`` and answers at once (status
-during a sleep included); a sleep runs on its own thread, which starts the
-training worker process (so no MLX ever runs in this process); scheduling is
-checked every few seconds on the main thread.
+during a sleep included; what it answers is services.trainer.core's); a
+sleep runs on its own thread, which starts the training worker process (so
+no MLX ever runs in this process); scheduling is checked every few seconds
+on the main thread.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import sqlite3
 import sys
 import threading
 import time
@@ -18,30 +18,27 @@ from typing import Any
 
 import zmq
 
-from protocol.codec import Codec, ProtocolError, encode
+from protocol.codec import Codec
 from protocol.envelope import new_envelope
-from protocol.events import AdapterRolledBack, ServiceStarted
-from protocol.service_api import ErrorReply, Ping
+from protocol.events import ServiceStarted
 from protocol.trainer_api import (
-    AdapterChanged,
     Evaluate,
     EvaluationResult,
     EvaluatorReply,
-    GetTrainerStatus,
-    Pin,
-    Rollback,
-    SleepAccepted,
-    StartSleep,
     TrainerRequest,
-    TrainerStatus,
 )
 from services.common.config import Config
 from services.common.daemon import VERSION, Readiness, ShutdownFlag, serve_daemon
 from services.common.eventlog_client import EventlogClient
+from services.common.heavylock import heavy_lock_path
 from services.common.logging import get_logger
 from services.common.paths import Paths
+from services.common.router import RouterServer
 from services.common.rpc import RemoteError, RpcClient, ServiceUnavailable
 from services.common.zmqio import bind_router
+from services.trainer.core import SleepControl, TrainerCore
+from services.trainer.last_turn import LastTurn
+from services.trainer.memories import IngestMemories
 
 log = get_logger("trainer")
 
@@ -61,6 +58,8 @@ class TrainerServer:
         self.readiness = Readiness("trainer")
         self.codec: Codec[Any] = Codec(TrainerRequest)
         self.router = bind_router(self.ctx, paths.endpoint("trainer.ctl"))
+        self.rpc = RouterServer("trainer", self.router, self.codec, lambda request, origin: self.core.handle(request, origin),
+                                hint="send a request from protocol.trainer_api")
         self.log_client = EventlogClient(paths, ctx=self.ctx)
         self.store = AdapterStore(paths.adapters)
         self.window = parse_window(config.trainer.window)
@@ -71,6 +70,14 @@ class TrainerServer:
         # window must not sleep again that night.
         self.nights = NightLedger(paths.state / "trainer-schedule.json")
         self.idle_slept_after: float | None = None  # the last turn's ts when an idle sleep began
+        self.memories = IngestMemories(paths, ctx=self.ctx)  # main thread only (the schedule check)
+        self.last_turn = LastTurn(paths, ctx=self.ctx)
+        self.core = TrainerCore(self.readiness, self.store,
+                                SleepControl(running=self._sleeping, state=lambda: self.sleep_state,
+                                             start=self._start_sleep),
+                                window=self.window, lock_path=heavy_lock_path(paths),
+                                new_trainable=self._new_trainable,
+                                emit=lambda body: self.emit_from(self.log_client, body))
 
     def emit_from(self, client: EventlogClient, body: Any) -> int:
         return client.append([new_envelope(body, source="trainer")], retry_s=30.0).seqs[0]
@@ -88,7 +95,7 @@ class TrainerServer:
         next_check = time.monotonic() + 5.0
         while not stop.is_set():
             if self.router.poll(POLL_TIMEOUT_MS, zmq.POLLIN):
-                self._take_requests()
+                self.rpc.drain()
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + SCHEDULE_CHECK_S
                 self._maybe_sleep()
@@ -96,70 +103,9 @@ class TrainerServer:
         if self.sleep_thread is not None:
             self.sleep_thread.join(timeout=30)  # the worker is told to stop through should_stop
 
-    def _take_requests(self) -> None:
-        while True:
-            try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            ident = frames[0]
-            if len(frames) != 2:
-                self._send(ident, ErrorReply(code="malformed", message="send exactly one frame per request"))
-                continue
-            try:
-                request = self.codec.decode(frames[1])
-            except ProtocolError as exc:
-                self._send(ident, ErrorReply(code=exc.code, message=f"{exc}; send a request from protocol.trainer_api"))
-                continue
-            try:
-                reply = self._answer(request)
-            except Exception as exc:
-                log.exception("trainer.request_failed", type=type(request).__name__)
-                reply = ErrorReply(code="internal", request_id=getattr(request, "request_id", ""),
-                                   message=f"trainer failed: {exc}")
-            self._send(ident, reply)
-
-    def _send(self, ident: bytes, reply: Any) -> None:
-        try:
-            self.router.send_multipart([ident, encode(reply)])
-        except zmq.ZMQError as exc:
-            log.info("trainer.reply_undeliverable", error=str(exc))
-
-    def _answer(self, request: Any) -> Any:
-        match request:
-            case Ping(request_id=rid):
-                self.readiness.details["state"] = self._state()
-                return self.readiness.pong(rid)
-            case StartSleep(request_id=rid, steps=steps):
-                if steps is not None and not 1 <= steps <= 100_000:
-                    return ErrorReply(code="bad_request", request_id=rid, message="steps must be 1..100000")
-                if self._sleeping():
-                    return ErrorReply(code="busy", request_id=rid,
-                                      message=f"a sleep is already running ({self.sleep_state.sleep_id}); "
-                                              "follow it with `circ sleep --wait`")
-                state = self._start_sleep("request", steps)
-                return SleepAccepted(request_id=rid, sleep_id=state.sleep_id, adapter_id=state.adapter_id)
-            case GetTrainerStatus(request_id=rid):
-                return self._status(rid)
-            case Rollback(adapter_id=target, request_id=rid):
-                return self._rollback(target, rid)
-            case Pin(adapter_id=adapter_id, pinned=pinned, request_id=rid):
-                from services.lib.adapters.store import AdapterStoreError
-
-                try:
-                    self.store.pin(adapter_id, pinned)
-                except AdapterStoreError as exc:
-                    return ErrorReply(code="bad_request", request_id=rid, message=str(exc))
-                return AdapterChanged(request_id=rid, current=self.store.current(),
-                                      pinned=[a.adapter_id for a in self.store.list() if a.pinned])
-        return ErrorReply(code="bad_request", message=f"unsupported request {type(request).__name__}")
-
     # -- sleeps ---------------------------------------------------------------
     def _sleeping(self) -> bool:
         return self.sleep_thread is not None and self.sleep_thread.is_alive()
-
-    def _state(self) -> str:
-        return self.sleep_state.state if self._sleeping() and self.sleep_state else "idle"
 
     def _start_sleep(self, trigger: str, steps: int | None, night: dt.date | None = None) -> Any:
         """Start a sleep on its own thread; ``night``: the scheduled night it is for, if any."""
@@ -206,20 +152,12 @@ class TrainerServer:
         return reply.evaluation
 
     def _new_trainable(self) -> int:
-        from services.trainer.memories import trainable_memories
-
         current = self.store.current()
         since = int(self.store.show(current).get("dataset", {}).get("max_seq", 0)) if current else 0
-        return len(trainable_memories(self.paths.memory, after_seq=since))
+        return self.memories.count_trainable(after_seq=since)
 
     def _last_turn_ts(self) -> float | None:
-        try:
-            conn = sqlite3.connect(f"file:{self.paths.events_db}?mode=ro", uri=True, timeout=2)
-            last = conn.execute("SELECT MAX(ts) FROM events WHERE type = 'chat.turn_completed'").fetchone()[0]
-            conn.close()
-        except sqlite3.Error:
-            return None
-        return last
+        return self.last_turn.ts()
 
     def _maybe_sleep(self) -> None:
         from services.trainer.schedule import sleep_trigger
@@ -258,43 +196,11 @@ class TrainerServer:
 
         check_disk(self.paths, self.config, emit=lambda b: self.emit_from(self.log_client, b))
 
-    def _status(self, rid: str) -> TrainerStatus:
-        from services.common.heavylock import HeavyRunLock, heavy_lock_path
-
-        holder = HeavyRunLock(heavy_lock_path(self.paths)).holder()
-        state = self.sleep_state
-        sleeping = self._sleeping()
-        next_window = ""
-        if self.window is not None:
-            next_window = self.window.next_opening(dt.datetime.now()).isoformat(timespec="minutes")
-        try:
-            new_trainable = self._new_trainable()
-        except Exception:
-            new_trainable = 0
-        return TrainerStatus(
-            request_id=rid, state=self._state(), sleep_id=state.sleep_id if state else "",
-            step=state.step if state and sleeping else 0, steps=state.steps if state and sleeping else 0,
-            loss=state.loss if state and sleeping else 0.0,
-            lock_holder=f"{holder.get('holder')} (pid {holder.get('pid')})" if holder else "",
-            current_adapter=self.store.current(), last_verdict=state.verdict if state else "",
-            new_trainable=new_trainable, next_window=next_window)
-
-    def _rollback(self, target: str | None, rid: str) -> Any:
-        previous = self.store.current()
-        if self._sleeping() and self.sleep_state.state == "promoting":
-            return ErrorReply(code="busy", request_id=rid, message="a promotion is in progress; retry in a moment")
-        from services.lib.adapters.store import AdapterStoreError
-
-        try:
-            new = self.store.rollback(target)
-        except AdapterStoreError as exc:
-            return ErrorReply(code="bad_request", request_id=rid, message=str(exc))
-        self.emit_from(self.log_client, AdapterRolledBack(adapter_id=new, previous_id=previous))
-        return AdapterChanged(request_id=rid, current=new, previous=previous)
-
     def close(self) -> None:
         self.router.close()
         self.log_client.close()
+        self.memories.close()
+        self.last_turn.close()
 
 
 def run(paths: Paths, config: Config) -> int:

@@ -35,15 +35,19 @@ from typing import Any
 
 import msgspec
 
+from protocol.worker_lines import WORKER_LINE_TYPES, WorkerLine
+from services.common.logging import get_logger
 from services.common.paths import REPO_ROOT
 from services.trainer.params import TrainParams
-from services.trainer.worker import (
+from services.trainer.worker_io import (
     EXIT_BAD_INPUT,
     EXIT_NO_MEMORY,
     EXIT_OK,
     EXIT_PARENT_GONE,
     EXIT_STOPPED,
 )
+
+log = get_logger("trainer.runner")
 
 POLL_S = 0.2
 STOP_GRACE_S = 20.0
@@ -203,11 +207,8 @@ class _Session:
                 self.proc.wait()
 
     def _handle_json(self, text: str) -> None:
-        try:
-            line = json.loads(text)
-        except ValueError:
-            line = None
-        if not isinstance(line, dict) or "type" not in line:
+        line = parse_worker_line(text)
+        if line is None:
             self.stderr_tail.append(text)  # not ours: keep it with the log
             return
         self.last[line["type"]] = line
@@ -244,6 +245,30 @@ class _Session:
             checkpoint_step=max(int(self.last.get("checkpoint", {}).get("step", 0) or 0),
                                 int(self.last.get("stopped", {}).get("step", 0) or 0)),
             pid=self.proc.pid, duration_s=round(duration_s, 2), stderr_tail="\n".join(self.stderr_tail))
+
+
+_WORKER_LINE = msgspec.json.Decoder(WorkerLine)
+
+
+def parse_worker_line(text: str) -> dict[str, Any] | None:
+    """A worker's stdout line as a dict (its type under ``type``), or None if it is not one.
+
+    Every line is checked against its contract in protocol.worker_lines; a line of a known
+    type that breaks it is logged and still used (the run is not failed for a field the
+    parent may not even read), a line of a type the contract does not name is passed on.
+    """
+    try:
+        line = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(line, dict) or "type" not in line:
+        return None
+    if line["type"] in WORKER_LINE_TYPES:
+        try:
+            _WORKER_LINE.decode(text)
+        except msgspec.ValidationError as exc:
+            log.warning("trainer.worker_line_off_contract", type=str(line["type"]), error=str(exc))
+    return line
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

@@ -25,6 +25,7 @@ from protocol.events import (
     TrainingFinished,
     TrainingProgress,
     TrainingStarted,
+    TrainingTeacherFailed,
 )
 from protocol.trainer_api import Evaluate
 from services.common.config import Config
@@ -77,6 +78,7 @@ class Sleep:
         # None until the dataset is built when steps come from epochs (config steps = 0).
         self.steps = steps or config.trainer.steps or None
         self.store = AdapterStore(paths.adapters)
+        self.paraphrased_by = ""  # set while the dataset is built
 
     def run(self) -> str:
         """Run the sleep; returns the verdict: promote, reject or failed (events tell the rest)."""
@@ -176,18 +178,24 @@ class Sleep:
 
     def _build_dataset(self) -> tuple[Any, dict]:
         from services.trainer.dataset import build_dataset, save_dataset
-        from services.trainer.memories import forgotten_ids, trainable_memories
+        from services.trainer.memories import IngestMemories, MemoriesUnavailable
         from services.trainer.steps import items_with_anchors, steps_for
 
         since = self._previous_max_seq()
-        memories = trainable_memories(self.paths.memory, after_seq=since)
+        try:
+            with IngestMemories(self.paths) as ingest:
+                memories = ingest.trainable(after_seq=since)
+                forgotten = ingest.forgotten_ids()
+        except MemoriesUnavailable as exc:
+            raise SleepFailed("dataset", f"{exc}; start ingest with `circ up` and sleep again") from None
         if not memories:
             raise SleepFailed("dataset", f"no new trainable memories since seq {since} "
                                          "(memories routed to training, not forgotten, not #no-train)")
         options = dict(phrasings=self.config.trainer.phrasings_per_fact, seed=0,
                        system_prompt=self.config.chat.system_prompt, known_facts=self._known_facts(),
-                       forgotten_ids=forgotten_ids(self.paths.memory))
+                       forgotten_ids=forgotten)
         paraphrases = max(0, self.config.trainer.model_paraphrases)
+        self.paraphrased_by = ""
         if paraphrases:
             options.update(max_paraphrases=paraphrases,
                            paraphraser=self._model_paraphraser(memories, paraphrases, options))
@@ -202,6 +210,8 @@ class Sleep:
         manifest = dict(dataset.manifest)
         manifest["max_seq"] = max(m.seq for m in memories)
         manifest["since_seq"] = since
+        # Who wrote the rewordings: "teacher host:port", "model NAME", or "" (templates only).
+        manifest["paraphrased_by"] = self.paraphrased_by
         counts = {k: int(v) for k, v in manifest.get("counts", {}).items()}
         if self.steps is None:
             t = self.config.trainer
@@ -228,7 +238,12 @@ class Sleep:
 
         requests = collect_requests(lambda record: build_dataset(memories, **{**options, "paraphraser": record,
                                                                               "max_paraphrases": limit}))
+        if self.config.trainer.teacher_url:
+            taught = self._teacher_paraphraser(requests)
+            if taught is not None:
+                return taught
         model_dir = resolve_model_dir(self.config.chat.model)
+        self.paraphrased_by = f"model {model_dir.name}"
         cache = ProposalCache(paraphrase_cache_dir(), model_dir.name)
         missing = cache.missing(requests)
         if not missing:
@@ -261,6 +276,40 @@ class Sleep:
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
+        return cache.paraphraser()
+
+    def _teacher_paraphraser(self, requests: list) -> Any:
+        """The teacher's rewordings (``trainer.teacher_url``), or None to fall back to the built-in ones."""
+        from services.trainer.paraphrase import ProposalCache
+        from services.trainer.teacher import Teacher, TeacherError
+
+        t = self.config.trainer
+        teacher = Teacher(t.teacher_url, t.teacher_model, t.teacher_timeout_s,
+                          redact_names=self.config.ingest.redact_names)
+        cache = ProposalCache(paraphrase_cache_dir(), teacher.identity)
+        missing = cache.missing(requests)
+        self.state.state, self.state.step, self.state.steps = "asking the teacher", 0, len(missing)
+        answered: dict = {}
+        started = time.monotonic()
+
+        def on_progress(done: int) -> None:
+            self.state.step = done
+
+        try:
+            answered = teacher.propose(missing, on_progress=on_progress, should_stop=self.should_stop)
+        except TeacherError as exc:
+            log.warning("trainer.teacher_failed", teacher=teacher.where, error=str(exc))
+            self.emit(TrainingTeacherFailed(sleep_id=self.state.sleep_id, teacher=teacher.where, error=str(exc),
+                                            requests=len(missing), answered=len(answered)))
+            return None
+        finally:
+            cache.update(answered)  # what it did answer is kept for the next night
+            self.state.state, self.state.step, self.state.steps = "building", 0, 0
+        if self.should_stop():
+            raise SleepFailed("dataset", "the sleep was stopped while the teacher was rewording")
+        log.info("trainer.taught", teacher=teacher.where, requests=len(missing),
+                 duration_s=round(time.monotonic() - started, 1))
+        self.paraphrased_by = f"teacher {teacher.where}"
         return cache.paraphraser()
 
     def _params(self) -> Any:

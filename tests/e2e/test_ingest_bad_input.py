@@ -51,6 +51,7 @@ from protocol.ingest_api import (
     ImportFile,
     IngestReply,
     ListMemories,
+    ListTrainable,
     MemoryList,
     Recall,
     Recalled,
@@ -371,6 +372,47 @@ def test_nonsense_requests_get_clear_answers(instance: Instance, ingest_pid: int
     assert isinstance(page, MemoryList)
     nothing = _ask(instance, Forget(match="zzz-no-such-text-zzz", dry_run=True, request_id="n10"))
     assert nothing.memories == [] and nothing.turn_seqs == []
+    _alive_same_pid(instance, ingest_pid)
+
+
+def test_the_trainer_reads_trainable_memories_through_ingest(instance: Instance, ingest_pid: int) -> None:
+    """What a night trains on is asked of ingest (ListTrainable), paged, never read from its SQLite."""
+    from services.trainer.memories import IngestMemories
+
+    marker = _word("trainable")
+    seqs = _append(instance, [f"My colleague {marker} plays the cello on Sundays.",
+                              f"My neighbour {marker} grows tomatoes on the roof. #no-train",
+                              f"What does {marker} play?",
+                              f"My cousin {marker} lives in Lisbon and teaches maths.",
+                              f"My old friend {marker} collects stamps from Peru."], "trainable")
+    _wait_handled(instance, seqs[-1])
+    after = seqs[0] - 1
+    stored = [e["body"] for s, e in sorted(_decisions(instance).items()) if s in seqs and e["type"] == "memory.stored"]
+    expected = [mid for body in stored if body["route"] in ("lora", "both") and "no-train" not in body["tags"]
+                for mid in body["memory_ids"]]
+    assert len(expected) >= 2, stored  # the cello, Lisbon and stamp statements are about the user's life
+    with IngestMemories(instance.paths) as ingest:
+        whole = [m.memory_id for m in ingest.trainable(after_seq=after)]
+        assert whole == expected and ingest.count_trainable(after_seq=after) == len(expected)
+        assert all(m.text and marker in m.text for m in ingest.trainable(after_seq=after))
+    # Page by page (keyset on seq, chunk) gives the same memories in the same order.
+    paged, cursor = [], (after, -1)
+    while True:
+        page = _ask(instance, ListTrainable(after_seq=cursor[0], after_chunk=cursor[1], limit=1, request_id="t1"))
+        paged += [m.memory_id for m in page.memories]
+        if not page.more:
+            break
+        cursor = (page.memories[-1].seq, page.memories[-1].chunk)
+    assert paged == expected
+    _ask(instance, Forget(memory_ids=[expected[0]], request_id="t2"))  # a forgotten memory leaves the set
+    with IngestMemories(instance.paths) as ingest:
+        assert [m.memory_id for m in ingest.trainable(after_seq=after)] == expected[1:]
+        assert expected[0] in ingest.forgotten_ids()
+    for bad, why in ((ListTrainable(limit=0, request_id="t3"), "limit must be"),
+                     (ListTrainable(after_seq=-1, request_id="t4"), "after_seq must be")):
+        with pytest.raises(RemoteError) as caught:
+            _ask(instance, bad)
+        assert caught.value.code == "bad_request" and why in str(caught.value)
     _alive_same_pid(instance, ingest_pid)
 
 

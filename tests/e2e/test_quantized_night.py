@@ -40,8 +40,11 @@ def _turn(inst: Instance, text: str):
 
 def test_quantized_day_and_night_on_cpu():
     home = make_home()
+    # No model-written rewordings: the paraphrase worker is not on the quantized path (it loads
+    # the model as serving's "auto" does) and is tested elsewhere (tests/e2e/test_night.py,
+    # test_teacher.py); here it would only add a model load and a generation pass.
     env = base_env(home, CIRCADIAN_CHAT_COMPUTE="quantized", CIRCADIAN_TRAINER_COMPUTE="quantized",
-                   **GATES_OPEN)
+                   CIRCADIAN_TRAINER_MODEL_PARAPHRASES="0", **GATES_OPEN)
     inst = Instance(home, env)
     try:
         inst.up()

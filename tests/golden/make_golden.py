@@ -38,6 +38,7 @@ from protocol.events import (  # noqa: E402
     MemoryEdited,
     MemoryFailed,
     MemoryForgotten,
+    MemoryMerged,
     MemorySkipped,
     MemoryStored,
     ServiceFailed,
@@ -46,6 +47,7 @@ from protocol.events import (  # noqa: E402
     TrainingFinished,
     TrainingProgress,
     TrainingStarted,
+    TrainingTeacherFailed,
 )
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "v1"
@@ -192,6 +194,20 @@ SAMPLES: dict[str, Envelope] = {
             previous_text="We live in Bristol.",
         ),
     ),
+    "memory.merged": Envelope(
+        msg_id="0193a1b2c3d4cccccccccccccccccccccc",
+        ts=1764170400.5,
+        source="ingest",
+        parent_id=None,
+        seq=97,
+        v=1,
+        body=MemoryMerged(
+            kept_id="m12.0",
+            merged_ids=["m30.0", "m57.1"],
+            scores=[0.9731, 0.9412],
+            threshold=0.93,
+        ),
+    ),
     "inbox.imported": Envelope(
         msg_id="inbox-9f86d081884c7d65-imported",
         ts=1764171000.0,
@@ -240,6 +256,12 @@ SAMPLES: dict[str, Envelope] = {
         msg_id="0193a1b2c3d4e5f6training0failed001", ts=1764205500.0, source="trainer", seq=126, v=1,
         body=TrainingFailed(sleep_id="sl-0193a1b3", stage="dataset",
                             error="no new trainable memories since the current adapter"),
+    ),
+    "training.teacher_failed": Envelope(
+        msg_id="0193a1b2c3d4e5f6teacher0failed0001", ts=1764205550.0, source="trainer", seq=128, v=1,
+        body=TrainingTeacherFailed(sleep_id="sl-0193a1b4", teacher="127.0.0.1:8080",
+                                   error="the teacher at 127.0.0.1:8080 cannot be reached (Connection refused)",
+                                   requests=12, answered=3),
     ),
     "evaluation.completed": Envelope(
         msg_id="0193a1b2c3d4e5f6evaluation0done001", ts=1764205600.0, source="evaluator", seq=127, v=1,

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -47,6 +46,7 @@ from typing import Any
 import msgspec
 
 from services.common.atomic import fsync_dir, write_atomic
+from services.common.digest import file_sha256_size
 
 CURRENT = "current"
 STAGING = ".staging"
@@ -62,7 +62,6 @@ _RESERVED = {CURRENT, BASE}
 _OWNED_KEYS = {"adapter_id", "created", "sha256", "bytes", "format"}
 # Evaluation metrics worth a column in `circ adapters list`, in order.
 KEY_FIGURES = ("fact_recall", "canary_acc", "ppl_drift_pct", "false_recall", "format_ok")
-HASH_CHUNK_BYTES = 1 << 20
 
 
 class AdapterStoreError(Exception):
@@ -478,18 +477,6 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, indent=2, sort_keys=True, default=str).encode() + b"\n"
 
 
-def _sha256_file(path: Path, *, fsync: bool = False) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-        if fsync:
-            os.fsync(handle.fileno())
-    return digest.hexdigest(), size
-
-
 def _hash_tree(directory: Path, *, skip: set[str] = frozenset(), fsync: bool = False) -> dict[str, tuple[str, int]]:
     """{relative posix path: (sha256, bytes)} of every regular file; dot-files are temp files."""
     out: dict[str, tuple[str, int]] = {}
@@ -500,7 +487,7 @@ def _hash_tree(directory: Path, *, skip: set[str] = frozenset(), fsync: bool = F
         if path.is_symlink():
             raise AdapterStoreError(f"{path} is a symlink: adapters hold regular files only")
         if path.is_file():
-            out[rel] = _sha256_file(path, fsync=fsync)
+            out[rel] = file_sha256_size(path, fsync=fsync)
     return out
 
 

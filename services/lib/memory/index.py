@@ -32,7 +32,6 @@ One ``MemoryIndex`` per directory and process; calls are serialised by a lock.
 from __future__ import annotations
 
 import builtins
-import hashlib
 import json
 import os
 import re
@@ -46,6 +45,8 @@ import msgspec
 import numpy as np
 
 from services.common.atomic import fsync_dir
+from services.common.digest import file_sha256 as _sha256_file
+from services.common.digest import text_sha256
 from services.common.hostinfo import sqlite_durability_pragmas
 
 DB_NAME = "memories.db"
@@ -103,7 +104,6 @@ def _usearch() -> tuple[Any, Any]:
     return Index, MetricKind
 _SCRUB_BASE_KEY = 1 << 62  # placeholder keys, never handed out to memories
 _META_PREFIX = "index."  # reserved meta keys; callers use their own (e.g. cursor_seq)
-_HASH_CHUNK = 1 << 20
 _WORD = re.compile(r"\S+")
 
 _SCHEMA = """
@@ -183,10 +183,6 @@ class IndexStatus(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     memories: int
     duration_ms: float
-
-
-def text_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def chunk_text(text: str, max_words: int = 200, overlap_words: int = 40) -> list[str]:
@@ -432,6 +428,32 @@ class MemoryIndex:
         with self._lock:
             return dict(self._db.execute("SELECT memory_id, by_id FROM superseded").fetchall())
 
+    def recallable_vectors(self) -> tuple[builtins.list[MemoryRecord], np.ndarray]:
+        """Live, not superseded memories in (seq, chunk) order, with their stored vectors."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS}, vector FROM memories WHERE forgotten = 0 AND memory_id "
+                                    "NOT IN (SELECT memory_id FROM superseded) ORDER BY seq, chunk").fetchall()
+        matrix = np.frombuffer(b"".join(r[-1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+        return [_record(r[:-1]) for r in rows], matrix
+
+    def mark_superseded(self, by_id: str, memory_ids: builtins.list[str]) -> int:
+        """Mark live, not yet superseded memories as superseded by the live ``by_id`` (kept,
+        never recalled nor trained on: ``circ memory compact``); how many were marked."""
+        with self._lock:
+            if not self._exists_live(by_id):
+                return 0
+            todo = [m for m in memory_ids if m != by_id and self._exists_live(m)
+                    and self._db.execute("SELECT 1 FROM superseded WHERE memory_id = ?", (m,)).fetchone() is None]
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO superseded (memory_id, by_id) VALUES (?, ?)",
+                                     [(m, by_id) for m in todo])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return len(todo)
+
     def replace_text(self, memory_id: str, text: str, vector: np.ndarray) -> bool:
         """Replace a live memory's text and vector (``circ memory edit``); False if none is live."""
         matrix = self._check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1), 1)
@@ -481,6 +503,43 @@ class MemoryIndex:
     def by_seq(self, seq: int) -> builtins.list[MemoryRecord]:
         """Live memories (chunks) of one turn."""
         return self._select("WHERE forgotten = 0 AND seq = ? ORDER BY chunk", (seq,))
+
+    def trainable(self, after_seq: int = 0, after_chunk: int = -1,
+                  limit: int = 500) -> builtins.list[MemoryRecord]:
+        """Memories a night may train on, in (seq, chunk) order after (after_seq, after_chunk).
+
+        ``after_chunk`` -1 (the default) starts after the whole turn ``after_seq``.
+
+        Routed to training (lora/both), not forgotten, not superseded by a later
+        correction (its value is the old one: services/ingest/supersede.py), not
+        tagged #no-train. Keyset-paged, so pages stay consistent while ingest
+        appends (new memories only ever come after the last page).
+        """
+        out: builtins.list[MemoryRecord] = []
+        # after_chunk -1: after every chunk of turn after_seq (a page ends inside a turn otherwise).
+        cursor = (after_seq, after_chunk if after_chunk >= 0 else 2**62)
+        while len(out) < limit:
+            page = self._select("WHERE forgotten = 0 AND route IN ('lora', 'both') AND (seq, chunk) > (?, ?)"
+                                " AND memory_id NOT IN (SELECT memory_id FROM superseded)"
+                                " ORDER BY seq, chunk LIMIT ?", (*cursor, limit))
+            if not page:
+                break
+            out += [r for r in page if "no-train" not in r.tags]
+            cursor = (page[-1].seq, page[-1].chunk)
+        return out[:limit]
+
+    def count_trainable(self, after_seq: int = 0) -> int:
+        """How many memories :meth:`trainable` would return after ``after_seq`` (no limit)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT tags FROM memories WHERE forgotten = 0 AND route IN ('lora', 'both') AND seq > ?"
+                " AND memory_id NOT IN (SELECT memory_id FROM superseded)", (after_seq,)).fetchall()
+        return sum(1 for (tags,) in rows if "no-train" not in json.loads(tags or "[]"))
+
+    def forgotten_ids(self) -> set[str]:
+        """Every memory ever forgotten: no later dataset or replay may hold one."""
+        with self._lock:
+            return {row[0] for row in self._db.execute("SELECT memory_id FROM memories WHERE forgotten = 1")}
 
     def find_text(self, needle: str, limit: int = 100) -> builtins.list[MemoryRecord]:
         """Live memories whose text contains ``needle`` (case-insensitive), newest first."""
@@ -631,6 +690,10 @@ class MemoryIndex:
     def _exists(self, memory_id: str) -> bool:
         return self._db.execute("SELECT 1 FROM memories WHERE memory_id = ?", (memory_id,)).fetchone() is not None
 
+    def _exists_live(self, memory_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM memories WHERE memory_id = ? AND forgotten = 0",
+                                (memory_id,)).fetchone() is not None
+
     def _write_meta(self, values: dict[str, str]) -> None:
         self._db.executemany("INSERT INTO meta (key, value) VALUES (?, ?) "
                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -664,12 +727,3 @@ def _record(row: tuple) -> MemoryRecord:
     return MemoryRecord(memory_id=memory_id, seq=seq, chunk=chunk, session_id=session_id, ts=ts,
                         route=route, tags=json.loads(tags), text=text, text_sha256=sha,
                         forgotten=bool(forgotten))
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-

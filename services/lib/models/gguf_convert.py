@@ -9,7 +9,6 @@ from the GGUF metadata.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from typing import Any
 
 from services.common.atomic import fsync_dir
 from services.common.blas import preload_openblas
+from services.common.digest import file_sha256
 from services.lib.models.validate import ModelError, validate_model_dir
 
 # Bump when the output of the converter changes, so installs redo old conversions.
@@ -74,7 +74,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = Non
     staging.mkdir()
     try:
         say(f"hashing {gguf_path.name}")
-        digest = sha256_file(gguf_path)
+        digest = file_sha256(gguf_path)
         _write_model(gguf_path, staging, say)
         _write_json(
             staging / MARKER_FILE,
@@ -390,14 +390,6 @@ def _post_processor(processors: Any, tokens: list[str], bos: str | None, eos: st
 
 
 # ------------------------------------------------------------------- files
-
-
-def sha256_file(path: Path, chunk: int = 4 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:

@@ -23,11 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from services.common.atomic import fsync_dir
+from services.common.digest import file_sha256
 from services.lib.models.gguf_convert import (
     CONVERTER_VERSION,
     MARKER_FILE,
     convert_gguf,
-    sha256_file,
 )
 from services.lib.models.validate import EMBEDDED_DIR, ModelError, display, validate_model_dir
 
@@ -134,7 +134,7 @@ def _is_current_conversion(out_dir: Path, gguf: Path) -> bool:
     if marker.get("converter_version") != CONVERTER_VERSION:
         return False
     # Hashing 98 MB takes ~0.1 s: cheap enough to be sure on every install.
-    return marker.get("sha256") == sha256_file(gguf)
+    return marker.get("sha256") == file_sha256(gguf)
 
 
 # --------------------------------------------------------------------- hub
