@@ -271,6 +271,12 @@ class EvaluationCompleted(_Event, tag="evaluation.completed", kw_only=True):
 
     ``metrics`` holds every figure (fact_recall, canary_acc, ppl, ppl_drift_pct,
     format_ok, false_recall, and their baselines); ``gates`` which passed.
+    ``canary_by_kind`` (added later; empty from older evaluators): canary
+    accuracy of the candidate minus the bare base model's, in percentage
+    points, per kind of canary item (knowledge, instructions, refusal,
+    long_context, code; negative: lost). Reported, not gated. The trainer
+    copies the whole event into the adapter's manifest and the night's line
+    in data/reports/nights.jsonl.
     """
 
     adapter_id: str
@@ -280,6 +286,7 @@ class EvaluationCompleted(_Event, tag="evaluation.completed", kw_only=True):
     gates: dict[str, bool] = {}
     reasons: list[str] = []
     duration_s: float = 0.0
+    canary_by_kind: dict[str, float] = {}
 
 
 class AdapterPromoted(_Event, tag="adapter.promoted", kw_only=True):

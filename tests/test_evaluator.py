@@ -319,3 +319,126 @@ def test_judge_rejects_a_corrupt_candidate_with_the_reason_and_frees_the_lock(lo
     assert evaluation.verdict == "reject" and evaluation.adapter_id == "ad-torn"
     assert evaluation.reasons and evaluation.reasons[0].startswith("evaluation failed:")
     assert lock.holder() is None and not has_adapter(loaded[0])
+
+
+# ---------------------------------------------------------------- failing closed (issue 13)
+
+
+@pytest.mark.parametrize("key", ["fact_recall", "fact_recall_base", "canary_acc", "canary_acc_model",
+                                 "canary_drop_pts", "ppl", "ppl_model", "ppl_drift_pct", "format_ok",
+                                 "format_ok_model", "false_recall", "false_recall_model"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), None])
+def test_a_nan_infinite_or_missing_figure_fails_its_gate(key, bad):
+    """``max(0.05, nan)`` is 0.05 and ``round(nan)`` raises: each figure is checked before its
+    comparison, so a NaN or missing one fails the gate it feeds, with a reason."""
+    m = _figures()
+    if bad is None:
+        del m[key]
+    else:
+        m[key] = bad
+    gates, reasons = _gates(m, Thresholds(), n_facts=10, n_false=10)
+    assert not all(gates.values())
+    failed = [g for g, ok in gates.items() if not ok]
+    assert len(failed) == 1 and any(f"the {failed[0]} gate could not be tested ({key}" in r for r in reasons)
+
+
+def test_an_infinite_base_perplexity_cannot_pass_as_a_fall():
+    """ppl / inf - 1 = -100%: a 'fall' that would pass the gate; the base figure is checked."""
+    gates, _ = _gates(_figures(ppl_model=float("inf"), ppl_drift_pct=-100.0), Thresholds(), n_facts=10, n_false=10)
+    assert gates["perplexity"] is False
+
+
+def test_canary_kinds_are_tagged_and_each_kind_is_selected():
+    from services.evaluator.canaries import KIND_OF, KINDS, kind_of
+
+    assert set(KIND_OF) == {i.question for i in POOL} and set(KIND_OF.values()) == set(KINDS)
+    selected = {kind: sum(kind_of(i) == kind for i in CANARY_ITEMS) for kind in KINDS}
+    assert all(n >= 1 for n in selected.values()), selected
+    assert selected["knowledge"] == 40  # the general items as before; the other kinds add a few
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("empty", ["canary", "ppl_text", "format_prompts"])
+def test_an_empty_fixed_suite_is_a_reject_that_says_what_to_do(loaded, tmp_path, empty):
+    """A canary set that is missing or was regenerated empty must not wave every adapter through."""
+    model, tokenizer = loaded
+    adapter = make_adapter(model, tmp_path / "a", damage=False)
+    parts = {"canary": SMALL_SUITE.canary, "ppl_text": SMALL_SUITE.ppl_text,
+             "format_prompts": SMALL_SUITE.format_prompts}
+    parts[empty] = "" if empty == "ppl_text" else []
+    outcome = evaluate(model, tokenizer, candidate_dir=adapter, baseline_dir=None, facts=KNOWN_FACTS,
+                       false_facts=FALSE_FACTS, suite=Suite(**parts), greedy_sample=0)
+    assert outcome.verdict == "reject" and outcome.gates == {"suite": False} and outcome.metrics == {}
+    assert len(outcome.reasons) == 1 and outcome.reasons[0].startswith("cannot judge:")
+    assert "canaries.py" in outcome.reasons[0]
+    assert not has_adapter(model)
+
+
+def _scaled_adapter(good: Path, path: Path, factor: float) -> Path:
+    """``good`` with every lora_b multiplied by ``factor`` (NaN, or finite but huge)."""
+    import mlx.core as mx
+
+    weights = mx.load(str(good / "adapters.safetensors"))
+    path.mkdir()
+    (path / "adapter_config.json").write_text((good / "adapter_config.json").read_text())
+    mx.save_safetensors(str(path / "adapters.safetensors"),
+                        {k: (v * factor if k.endswith("lora_b") else v) for k, v in weights.items()})
+    return path
+
+
+@pytest.mark.model
+def test_an_overflowing_adapter_is_rejected_for_its_figures(loaded, tmp_path):
+    """Finite but enormous weights (a diverged run that did not reach NaN): the model's scores
+    overflow to infinity/NaN; every figure that is not a number fails closed, saying why."""
+    model, tokenizer = loaded
+    good = make_adapter(model, tmp_path / "good", damage=True)
+    huge = _scaled_adapter(good, tmp_path / "huge", 1e30)
+    outcome = evaluate(model, tokenizer, candidate_dir=huge, baseline_dir=None, facts=KNOWN_FACTS,
+                       false_facts=FALSE_FACTS, suite=SMALL_SUITE, greedy_sample=0)
+    assert outcome.verdict == "reject", outcome
+    assert outcome.gates.get("finite") is False and not outcome.gates["perplexity"], outcome
+    assert any("not a finite number" in r and "train again" in r for r in outcome.reasons)
+    assert all(v == v and abs(v) != float("inf") for v in outcome.metrics.values())  # what travels is JSON
+    assert not has_adapter(model)
+
+
+@pytest.mark.model
+def test_judge_rejects_a_nan_candidate_it_cannot_load(loaded, tmp_path):
+    """NaN weights are refused when the adapter is applied: a reject with the reason."""
+    from protocol.trainer_api import Evaluate
+    from services.common.heavylock import HeavyRunLock
+    from services.evaluator.core import judge
+
+    nan = _scaled_adapter(make_adapter(loaded[0], tmp_path / "good", damage=False), tmp_path / "nan", float("nan"))
+    evaluation = judge(Evaluate(request_id="e4", adapter_id="ad-nan", candidate_dir=str(nan)),
+                       load=lambda: loaded, thresholds=Thresholds(), system_prompt="",
+                       lock=HeavyRunLock(tmp_path / "heavy.lock"), lock_timeout_s=5)
+    assert evaluation.verdict == "reject" and evaluation.gates == {"evaluated": False}
+    assert "NaN or infinity" in evaluation.reasons[0] and not has_adapter(loaded[0])
+
+
+@pytest.mark.model
+def test_the_canary_change_is_reported_per_kind(zero_outcome):
+    """A zero LoRA changes nothing: every kind of the default suite is reported, at 0.0 points."""
+    from services.evaluator.canaries import KINDS
+
+    outcome, _ = zero_outcome
+    assert outcome.canary_by_kind == {kind: 0.0 for kind in sorted(KINDS)}
+    assert outcome.to_event("a1", None).canary_by_kind == outcome.canary_by_kind
+
+
+def test_judge_rejects_when_the_model_cannot_be_loaded(tmp_path):
+    """The evaluator's own model failing to load is a reject with the reason, the lock freed."""
+    from protocol.trainer_api import Evaluate
+    from services.common.heavylock import HeavyRunLock
+    from services.evaluator.core import judge
+
+    def load():
+        raise FileNotFoundError("models/nowhere/config.json")
+
+    lock = HeavyRunLock(tmp_path / "heavy.lock")
+    evaluation = judge(Evaluate(request_id="e3", adapter_id="ad-x", candidate_dir=str(tmp_path)),
+                       load=load, thresholds=Thresholds(), system_prompt="", lock=lock, lock_timeout_s=5)
+    assert evaluation.verdict == "reject" and evaluation.gates == {"evaluated": False}
+    assert "FileNotFoundError" in evaluation.reasons[0] and "circ logs evaluator" in evaluation.reasons[0]
+    assert lock.holder() is None

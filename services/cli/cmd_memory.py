@@ -290,6 +290,11 @@ def forget(paths: Paths, args: argparse.Namespace) -> int:
     finally:
         client.close()
     print(f"forgot {len(done.memories)} memories, erased {len(done.turn_seqs)} turn(s) (event #{done.event_seq}).")
+    if done.memories:
+        # Recall stops at once; an adapter trained on them keeps them until a night trains without them.
+        print("Recall no longer finds them. The adapter serving now may still hold them: the next night trains "
+              "a new adapter from the base model without them (no replay uses them again), and the weights "
+              "forget them once it is promoted (`circ sleep --dry-run` shows what the forgets remove).")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`circ sleep [--wait] [--json]` and `circ adapters list|show|rollback|pin`."""
+"""`circ sleep [--wait | --dry-run] [--json]` and `circ adapters list|show|rollback|pin`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "sleep":
         parser.add_argument("--wait", action="store_true",
                             help="follow the sleep to its verdict; exit 0 on promotion, 1 otherwise")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="train nothing: build the dataset the sleep would train on, write it under "
+                                 "data/plans/<id>/ and print the plan; exit 1 when there is nothing to learn")
+        parser.epilog = ("--dry-run takes no lock, creates no adapter and logs no event; it uses only the "
+                         "rewordings already cached and says how many the real night would still ask for. "
+                         "Estimated time uses the seconds per step the last trained adapter measured "
+                         "(adapters/<id>/training.json), else the README's figure.")
         parser.add_argument("--json", action="store_true", help="print the summary as JSON")
         parser.add_argument("--steps", type=int, metavar="N", help="training steps (default: config)")
         parser.add_argument("--timeout", type=float, default=7200.0, metavar="S",
@@ -51,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
     paths = current_paths()
     try:
+        if args.command == "sleep" and getattr(args, "dry_run", False):
+            from services.cli.sleep_plan import dry_run
+
+            return dry_run(paths, args)
         if args.command == "sleep":
             return sleep(paths, args)
         return adapters(paths, args)

@@ -159,6 +159,8 @@ class EvaluatorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     max_false_recall_rise: Fraction = 0.1
     max_format_drop: Fraction = 0.3
     lock_timeout_s: PositiveFloat = 600.0
+    # How long the trainer waits for a verdict; past it the night is rejected (fail closed).
+    verdict_timeout_s: PositiveFloat = 3600.0
 
 
 class IngestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

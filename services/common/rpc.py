@@ -90,6 +90,25 @@ class RpcClient:
             if getattr(reply, "request_id", request_id) in (request_id, ""):
                 return reply
 
+    def poll_reply(self, request_id: str, timeout_s: float) -> Any | None:
+        """The reply to ``request_id`` if it comes within ``timeout_s``, else None; the
+        connection is kept, so a long request can be waited for in slices (checking the
+        peer between them). An ErrorReply raises RemoteError."""
+        sock = self._socket()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or not sock.poll(remaining_ms, zmq.POLLIN):
+                return None
+            try:
+                reply = self._codec.decode(sock.recv())
+            except ProtocolError:
+                continue
+            if getattr(reply, "request_id", request_id) in (request_id, ""):
+                if isinstance(reply, ErrorReply):
+                    raise RemoteError(reply)
+                return reply
+
     def request(self, request: Any, *, timeout_s: float | None = None) -> Any:
         """Send one request, return its reply; ErrorReply raises RemoteError."""
         request_id = getattr(request, "request_id", "") or ""

@@ -22,6 +22,12 @@ per token, see metrics.FALSE_RECALL_NORMALIZE), and a
 greedy check that the candidate actually *says* a sample of the facts.
 
 The gates and why they are anchored where they are: see :class:`Thresholds`.
+
+Fail closed: a verdict is ``promote`` only when every gate was *tested* and
+passed. An empty fixed suite (canary, perplexity text or format prompts
+missing), a figure that is not a finite number (NaN, infinity), a baseline
+figure a gate needs that is missing, an adapter that cannot be applied, or any
+error while measuring: each is a ``reject`` whose reason says what to do.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from protocol.service_api import ErrorReply  # noqa: E402
 from protocol.trainer_api import EvalItem, Evaluate  # noqa: E402
 from services.common.heavylock import HeavyRunLock  # noqa: E402
 from services.common.logging import get_logger  # noqa: E402
-from services.evaluator.canaries import CANARY_ITEMS, FORMAT_PROMPTS, PPL_TEXT  # noqa: E402
+from services.evaluator.canaries import CANARY_ITEMS, FORMAT_PROMPTS, PPL_TEXT, kind_of  # noqa: E402
 from services.lib.adapters.apply import adapter_applied, has_adapter  # noqa: E402
 from services.lib.models.scoring import (  # noqa: E402
     DEFAULT_NORMALIZE,
@@ -80,8 +86,9 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
       choice, chance is 1/(1+distractors)); also never fewer facts than the
       baseline recalls. No facts given: the gate passes, noted in reasons.
     - ``max_canary_drop_pts``: canary accuracy may fall at most this many
-      percentage points below the base model's (1 item of 40 = 2.5 points,
-      so 1.0 means: lose no canary item).
+      percentage points below the base model's (1 item of 49 = 2.0 points,
+      so 1.0 means: lose no canary item). The change per kind of item is
+      reported (``canary_by_kind``), not gated.
     - ``max_ppl_drift_pct``: perplexity on the fixed text may rise at most
       this many percent above the base model's (a fall is fine).
     - ``max_format_drop``: format compliance (a share, 0..1) may fall at most
@@ -127,8 +134,11 @@ class EvaluationOutcome(msgspec.Struct, frozen=True, kw_only=True):
     canary_drop_base_pts, ppl(_base/_model), ppl_drift_pct (vs the model),
     ppl_drift_base_pct, format_ok(_base/_model).
     ``gates``: fact_recall, canary, perplexity, format, false_recall (and
-    greedy_fact_recall when its threshold is set). ``reasons``: one sentence
-    per failed gate, plus notes (a gate with nothing to test).
+    greedy_fact_recall when its threshold is set; ``finite`` False when a
+    figure was not a number). ``reasons``: one sentence per failed gate, plus
+    notes (a gate with nothing to test). ``canary_by_kind``: canary accuracy
+    of the candidate minus the bare base model's, percentage points, per kind
+    (services.evaluator.canaries.KINDS; negative: lost).
     """
 
     metrics: dict[str, float]
@@ -136,12 +146,13 @@ class EvaluationOutcome(msgspec.Struct, frozen=True, kw_only=True):
     reasons: list[str]
     verdict: str  # promote | reject
     duration_s: float = 0.0
+    canary_by_kind: dict[str, float] = {}
 
     def to_event(self, adapter_id: str, baseline_id: str | None) -> EvaluationCompleted:
         return EvaluationCompleted(adapter_id=adapter_id, baseline_id=baseline_id,
                                    verdict=self.verdict, metrics=dict(self.metrics),
                                    gates=dict(self.gates), reasons=list(self.reasons),
-                                   duration_s=self.duration_s)
+                                   duration_s=self.duration_s, canary_by_kind=dict(self.canary_by_kind))
 
 
 # ---------------------------------------------------------------- measuring
@@ -157,7 +168,8 @@ def measure(model: Any, tokenizer: Any, *, suite: Suite | None = None,
 
     ``fixed``: also the fixed suite (canary, perplexity, format). Keys:
     fact_recall, false_recall, canary_acc, canary_margin, ppl, format_ok,
-    greedy_fact_recall (those that were measured).
+    greedy_fact_recall (those that were measured), and ``canary_acc@<kind>``
+    per kind of canary item (services.evaluator.canaries.kind_of).
     """
     for name in (normalize, false_normalize):
         if name not in NORMALIZATIONS:
@@ -183,9 +195,16 @@ def measure(model: Any, tokenizer: Any, *, suite: Suite | None = None,
     if fixed:
         if suite.canary:
             step("canary")
-            scored = score_items(model, tokenizer, suite.canary, normalize=normalize, scorer=scorer)
+            # One kind at a time: the scorer pads a batch to its longest prompt, so a
+            # long-context passage batched with short questions would cost them all.
+            scored = []
+            for group in _kind_groups(suite.canary):
+                scored += score_items(model, tokenizer, group, normalize=normalize, scorer=scorer)
             out["canary_acc"] = sum(r.correct for r in scored) / len(scored)
             out["canary_margin"] = sum(r.margin for r in scored) / len(scored)
+            for kind, acc in _by_kind([i for g in _kind_groups(suite.canary) for i in g],
+                                      [r.correct for r in scored]).items():
+                out[f"canary_acc@{kind}"] = acc
         step("perplexity")
         out["ppl"] = perplexity(model, tokenizer, suite.ppl_text)
         if suite.format_prompts:
@@ -202,6 +221,43 @@ def measure_reference(model: Any, tokenizer: Any, suite: Suite | None = None, *,
     if has_adapter(model):
         raise ValueError("measure_reference needs the bare base model; it has LoRA layers on")
     return measure(model, tokenizer, suite=suite, normalize=normalize)
+
+
+def _kind_groups(items: Sequence[EvalItem]) -> list[list[EvalItem]]:
+    """The items by kind, in order of each kind's first item (deterministic)."""
+    groups: dict[str, list[EvalItem]] = {}
+    for item in items:
+        groups.setdefault(kind_of(item), []).append(item)
+    return list(groups.values())
+
+
+def _by_kind(items: Sequence[EvalItem], correct: Sequence[bool]) -> dict[str, float]:
+    """Accuracy per kind of canary item."""
+    right: dict[str, list[bool]] = {}
+    for item, ok in zip(items, correct, strict=True):
+        right.setdefault(kind_of(item), []).append(bool(ok))
+    return {kind: sum(oks) / len(oks) for kind, oks in sorted(right.items())}
+
+
+def canary_change_by_kind(cand: dict[str, float], ref: dict[str, float]) -> dict[str, float]:
+    """Candidate minus base model, canary accuracy per kind, in points (2 decimals)."""
+    return {key.split("@", 1)[1]: round((cand[key] - ref[key]) * 100.0, 2)
+            for key in sorted(cand) if key.startswith("canary_acc@") and key in ref
+            and math.isfinite(cand[key] - ref[key])}
+
+
+def _missing_suite(suite: Suite) -> list[str]:
+    """What the fixed suite lacks: each is a reject (a gate that cannot be tested)."""
+    missing = []
+    if not suite.canary:
+        missing.append("the canary set is empty or missing (services/evaluator/canaries.py: "
+                       "regenerate it with `python -m services.evaluator.canaries --select --write`)")
+    if not suite.ppl_text.strip():
+        missing.append("the perplexity text is empty (services/evaluator/canaries.py PPL_TEXT)")
+    if not suite.format_prompts:
+        missing.append("the format prompts are empty or missing (services/evaluator/canaries.py: "
+                       "regenerate them with `python -m services.evaluator.canaries --select --write`)")
+    return missing
 
 
 def _fixed_keys(suite: Suite) -> set[str]:
@@ -245,6 +301,11 @@ def evaluate(model: Any, tokenizer: Any, *, candidate_dir: Path | str,
     suite = suite or Suite()
     if has_adapter(model):
         raise ValueError("evaluate needs the bare base model; it has LoRA layers on")
+    missing = _missing_suite(suite)
+    if missing:  # fail closed: an untestable gate is a reject, before minutes of measuring
+        return EvaluationOutcome(metrics={}, gates={"suite": False},
+                                 reasons=[f"cannot judge: {m}" for m in missing], verdict="reject",
+                                 duration_s=round(time.perf_counter() - started, 3))
     # Apply and remove each adapter once up front (milliseconds): a corrupt or
     # ill-fitting candidate is refused before minutes of measuring.
     for path, role in ((candidate_dir, "candidate"), (baseline_dir, "baseline")):
@@ -296,14 +357,18 @@ def evaluate(model: Any, tokenizer: Any, *, candidate_dir: Path | str,
     raw = _metrics(cand, base, ref, n_facts=len(facts), n_false=len(false_facts))
     gates, reasons = _gates(raw, thresholds, n_facts=len(facts), n_false=len(false_facts),
                             baseline="the current adapter" if baseline_dir else "the base model")
-    # NaN/infinity cannot travel in the event (JSON): leave them out, say so.
+    # NaN/infinity cannot travel in the event (JSON): leave them out, say so,
+    # and reject (a figure that is not a number proves nothing: fail closed).
     metrics = {k: v for k, v in raw.items() if math.isfinite(v)}
     broken = sorted(k for k in raw if k not in metrics)
     if broken:
-        reasons.append(f"not a finite number (left out of the metrics): {', '.join(broken)}")
-    verdict = "promote" if all(gates.values()) else "reject"
+        gates["finite"] = False
+        reasons.append(f"not a finite number (left out of the metrics): {', '.join(broken)}; the "
+                       "adapter is rejected: a diverged training run gives NaN, train again")
+    verdict = "promote" if gates and all(gates.values()) else "reject"
     return EvaluationOutcome(metrics=metrics, gates=gates, reasons=reasons, verdict=verdict,
-                             duration_s=round(time.perf_counter() - started, 3))
+                             duration_s=round(time.perf_counter() - started, 3),
+                             canary_by_kind=canary_change_by_kind(cand, ref))
 
 
 def _metrics(cand: dict[str, float], base: dict[str, float], ref: dict[str, float], *,
@@ -336,12 +401,31 @@ def _metrics(cand: dict[str, float], base: dict[str, float], ref: dict[str, floa
 _EPS = 1e-9
 
 
+def _untested(m: dict[str, float], *keys: str) -> str:
+    """Which of ``keys`` is missing or not a finite number ('' when all are fine)."""
+    bad = [k for k in keys if not math.isfinite(m.get(k, math.nan))]
+    return ", ".join(bad)
+
+
 def _gates(m: dict[str, float], t: Thresholds, *, n_facts: int, n_false: int,
            baseline: str = "the current adapter") -> tuple[dict[str, bool], list[str]]:
+    """Each gate passes only on finite figures that meet its limit: a missing
+    or NaN figure fails the gate (comparisons with NaN are False, but
+    ``max(limit, nan)`` and ``round(nan)`` are not safe, so it is checked first)."""
     gates: dict[str, bool] = {}
     reasons: list[str] = []
 
-    if n_facts:
+    def untested(gate: str, *keys: str) -> bool:
+        bad = _untested(m, *keys)
+        if bad:
+            gates[gate] = False
+            reasons.append(f"the {gate} gate could not be tested ({bad} missing or not a number): "
+                           "rejected; see the evaluator's log")
+        return bool(bad)
+
+    if n_facts and untested("fact_recall", "fact_recall", "fact_recall_base"):
+        pass
+    elif n_facts:
         right = round(m["fact_recall"] * n_facts)
         right_base = round(m["fact_recall_base"] * n_facts)
         floor_ok = m["fact_recall"] + _EPS >= t.min_fact_recall
@@ -356,7 +440,7 @@ def _gates(m: dict[str, float], t: Thresholds, *, n_facts: int, n_false: int,
         gates["fact_recall"] = True
         reasons.append("no facts to check: the fact-recall gate passed without a test")
 
-    if "canary_drop_pts" in m:
+    if not untested("canary", "canary_acc", "canary_acc_model", "canary_drop_pts"):
         drop = m["canary_drop_pts"]
         gates["canary"] = drop <= t.max_canary_drop_pts + _EPS
         if not gates["canary"]:
@@ -364,20 +448,23 @@ def _gates(m: dict[str, float], t: Thresholds, *, n_facts: int, n_false: int,
                            f"({m['canary_acc_model'] * 100:.1f}% -> {m['canary_acc'] * 100:.1f}%; "
                            f"limit {t.max_canary_drop_pts:.1f})")
 
-    drift = m["ppl_drift_pct"]
-    gates["perplexity"] = drift <= t.max_ppl_drift_pct + _EPS  # NaN fails too
-    if not gates["perplexity"]:
-        reasons.append(f"perplexity drifted {drift:+.1f}% from the base model "
-                       f"({m['ppl_model']:.2f} -> {m['ppl']:.2f}; limit {t.max_ppl_drift_pct:.1f}%)")
+    if not untested("perplexity", "ppl", "ppl_model", "ppl_drift_pct"):
+        drift = m["ppl_drift_pct"]
+        gates["perplexity"] = drift <= t.max_ppl_drift_pct + _EPS
+        if not gates["perplexity"]:
+            reasons.append(f"perplexity drifted {drift:+.1f}% from the base model "
+                           f"({m['ppl_model']:.2f} -> {m['ppl']:.2f}; limit {t.max_ppl_drift_pct:.1f}%)")
 
-    if "format_ok" in m:
+    if not untested("format", "format_ok", "format_ok_model"):
         fall = m["format_ok_model"] - m["format_ok"]
         gates["format"] = fall <= t.max_format_drop + _EPS
         if not gates["format"]:
             reasons.append(f"format compliance fell to {m['format_ok']:.2f} from the base model's "
                            f"{m['format_ok_model']:.2f} (limit: a drop of {t.max_format_drop:.2f})")
 
-    if n_false:
+    if n_false and untested("false_recall", "false_recall", "false_recall_model"):
+        pass
+    elif n_false:
         limit = max(t.max_false_recall, m["false_recall_model"] + t.max_false_recall_rise)
         gates["false_recall"] = m["false_recall"] <= limit + _EPS
         if not gates["false_recall"]:
@@ -387,7 +474,9 @@ def _gates(m: dict[str, float], t: Thresholds, *, n_facts: int, n_false: int,
         gates["false_recall"] = True
         reasons.append("no never-stated facts to check: the false-recall gate passed without a test")
 
-    if t.min_greedy_fact_recall > 0 and "greedy_fact_recall" in m:
+    if t.min_greedy_fact_recall > 0 and n_facts and untested("greedy_fact_recall", "greedy_fact_recall"):
+        pass
+    elif t.min_greedy_fact_recall > 0 and "greedy_fact_recall" in m:
         ok = m["greedy_fact_recall"] + _EPS >= t.min_greedy_fact_recall
         gates["greedy_fact_recall"] = ok
         if not ok:
@@ -432,11 +521,13 @@ def judge(request: Evaluate, *, load: Callable[[], tuple[Any, Any]], thresholds:
             adapter_id=request.adapter_id, baseline_id=request.baseline_id, verdict=outcome.verdict,
             metrics={k: float(v) for k, v in outcome.metrics.items()},
             gates={k: bool(v) for k, v in outcome.gates.items()}, reasons=list(outcome.reasons),
-            duration_s=round(time.monotonic() - started, 2))
-    except Exception as exc:  # a corrupt candidate is a reject, not a crash
+            duration_s=round(time.monotonic() - started, 2), canary_by_kind=dict(outcome.canary_by_kind))
+    except Exception as exc:  # a corrupt candidate (or model, or suite) is a reject, not a crash
         log.exception("evaluator.failed", adapter_id=request.adapter_id)
         return EvaluationCompleted(adapter_id=request.adapter_id, baseline_id=request.baseline_id,
-                                   verdict="reject", reasons=[f"evaluation failed: {exc}"],
+                                   verdict="reject", gates={"evaluated": False},
+                                   reasons=[f"evaluation failed: {type(exc).__name__}: {exc}; the adapter "
+                                            "is rejected, see the evaluator's log (circ logs evaluator)"],
                                    duration_s=round(time.monotonic() - started, 2))
     finally:
         lock.release()

@@ -11,7 +11,6 @@ happened, the trend file adds what the log does not hold.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from protocol.report_lines import NIGHT_LINE_DECODER
 from services.common.paths import Paths
 
 NIGHT_TYPES = ("training.started", "training.progress", "training.finished", "training.failed",
@@ -158,6 +158,9 @@ def _apply(night: Night, type_: str, ts: float, body: dict) -> None:
             night.gates = {str(k): bool(v) for k, v in (body.get("gates") or {}).items()}
             night.eval_s = float(body.get("duration_s", 0.0))
             night.reasons = [str(r) for r in body.get("reasons", []) or []]
+            by_kind = body.get("canary_by_kind")  # evaluators before canary kinds: absent
+            if isinstance(by_kind, dict) and by_kind:
+                night.extra["canary_by_kind"] = by_kind
         case "adapter.promoted":
             night.verdict, night.ended_ts = "promote", ts
         case "adapter.rejected":
@@ -175,12 +178,14 @@ def _add_trend_file(paths: Paths, nights: list[Night]) -> None:
     except OSError:
         return
     for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
+        if not line.strip():
+            continue
+        try:  # typed (protocol.report_lines): a line of the wrong shape is skipped, never trusted
+            record = msgspec.to_builtins(NIGHT_LINE_DECODER.decode(line))
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             continue  # a torn last line from a crash: the log still has that night
-        if isinstance(record, dict) and str(record.get("sleep_id", "")) in by_id:
-            by_id[str(record["sleep_id"])].extra.update(record)
+        if record["sleep_id"] in by_id:
+            by_id[record["sleep_id"]].extra.update(record)
 
 
 def _current(paths: Paths) -> str | None:

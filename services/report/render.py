@@ -178,6 +178,9 @@ def _last_night(n: Night, serving: str | None) -> str:
         tiles.append(_tile(_pct(m["false_recall"]), f"false recall (bare {_pct(m.get('false_recall_base'))})"))
     tiles.append(_tile(str(n.steps), "training steps"))
     tiles.append(_tile(_dur(n.total_s), f"training to verdict (training {_dur(n.train_s)}, evaluation {_dur(n.eval_s)})"))
+    peak = n.extra.get("peak_memory_bytes")  # from data/reports/nights.jsonl, when the trainer wrote it
+    if isinstance(peak, int) and peak > 0:
+        tiles.append(_tile(f"{peak / 2**30:.2f} GiB", "training peak memory (MLX)"))
     stored = sum(n.stored_by_route.values())
     routes = ", ".join(f"{v} {k}" for k, v in sorted(n.stored_by_route.items())) or "none"
     tiles.append(_tile(str(stored), f"memories stored: {routes}"))

@@ -3,7 +3,8 @@
 :meth:`TrainerCore.handle` is the handler the process shell's RouterServer
 dispatches to (and what a test drives in process): Ping, StartSleep (refused
 while a sleep runs or for absurd step counts), GetTrainerStatus, Rollback
-(refused mid-promotion) and Pin. Running a sleep is the shell's: it owns the
+(refused mid-promotion), Pin and PlanSleep (`circ sleep --dry-run`: answered
+with the plan, refused while a sleep runs). Running a sleep is the shell's: it owns the
 sleep thread, the worker process and the clients, and hands the core
 :class:`SleepControl` to start and watch it; the adapters are the
 :class:`AdapterStore`'s.
@@ -23,6 +24,7 @@ from protocol.trainer_api import (
     AdapterChanged,
     GetTrainerStatus,
     Pin,
+    PlanSleep,
     Rollback,
     SleepAccepted,
     StartSleep,
@@ -40,12 +42,15 @@ class SleepControl:
     """The shell's sleeps, as the core sees them.
 
     ``running()``: is a sleep thread alive; ``state()``: the last sleep's
-    SleepState (or None); ``start(trigger, steps)``: start one, return its state.
+    SleepState (or None); ``start(trigger, steps)``: start one, return its state;
+    ``plan(steps, request_id)``: the next sleep's SleepPlan, built now on the
+    calling thread (services.trainer.plan); None where the shell makes no plans.
     """
 
     running: Callable[[], bool]
     state: Callable[[], Any]
     start: Callable[[str, int | None], Any]
+    plan: Callable[[int | None, str], Any] | None = None
 
 
 class TrainerCore:
@@ -67,6 +72,8 @@ class TrainerCore:
                 return self.readiness.pong(rid)
             case StartSleep(request_id=rid, steps=steps):
                 return self._start(rid, steps)
+            case PlanSleep(request_id=rid, steps=steps):
+                return self._plan(rid, steps)
             case GetTrainerStatus(request_id=rid):
                 return self.status(rid)
             case Rollback(adapter_id=target, request_id=rid):
@@ -89,6 +96,23 @@ class TrainerCore:
                                       "follow it with `circ sleep --wait`")
         state = self.sleeps.start("request", steps)
         return SleepAccepted(request_id=rid, sleep_id=state.sleep_id, adapter_id=state.adapter_id)
+
+    def _plan(self, rid: str, steps: int | None) -> Any:
+        from services.trainer.plan import PlanUnavailable
+
+        if steps is not None and not 1 <= steps <= MAX_STEPS:
+            return ErrorReply(code="bad_request", request_id=rid, message=f"steps must be 1..{MAX_STEPS}")
+        if self.sleeps.plan is None:
+            return ErrorReply(code="bad_request", request_id=rid, message="this trainer makes no plans")
+        if self.sleeps.running():
+            # The next night is planned against the adapter this one will leave: wait for it.
+            return ErrorReply(code="busy", request_id=rid,
+                              message=f"a sleep is running ({self.sleeps.state().sleep_id}); plan the next one "
+                                      "when it is done (follow it with `circ log tail -f`)")
+        try:
+            return self.sleeps.plan(steps, rid)
+        except PlanUnavailable as exc:
+            return ErrorReply(code="unavailable", request_id=rid, message=str(exc))
 
     def status(self, rid: str) -> TrainerStatus:
         holder = HeavyRunLock(self.lock_path).holder()

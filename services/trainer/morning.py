@@ -35,13 +35,20 @@ def after_night_in_background(paths: Paths, config: Config, state: Any, verdict:
 
 
 def after_night(paths: Paths, config: Config, state: Any, verdict: str, emit: Callable[[Any], Any]) -> None:
-    """Alert on a failed or rejected night, then rebuild ``data/reports/latest.html``."""
+    """Alert on a failed or rejected night, append its line to ``data/reports/nights.jsonl``,
+    then rebuild ``data/reports/latest.html`` (which reads that line)."""
     try:
         alert = night_alert(paths, state, verdict)
         if alert is not None:
             raise_alert(paths, config.alerts, alert, emit)
     except Exception:
         log.exception("trainer.alert_failed", sleep_id=state.sleep_id)
+    try:
+        from services.trainer.nights_log import record_night
+
+        log.info("trainer.night_recorded", sleep_id=state.sleep_id, path=str(record_night(paths, state, verdict)))
+    except Exception:
+        log.exception("trainer.night_not_recorded", sleep_id=state.sleep_id)
     write_report(paths)
 
 

@@ -23,7 +23,6 @@ from protocol.envelope import new_envelope
 from protocol.events import ServiceStarted
 from protocol.trainer_api import (
     Evaluate,
-    EvaluationResult,
     EvaluatorReply,
     TrainerRequest,
 )
@@ -44,7 +43,6 @@ log = get_logger("trainer")
 
 POLL_TIMEOUT_MS = 500
 SCHEDULE_CHECK_S = 30.0
-EVALUATION_TIMEOUT_S = 3600.0
 
 
 class TrainerServer:
@@ -74,7 +72,7 @@ class TrainerServer:
         self.last_turn = LastTurn(paths, ctx=self.ctx)
         self.core = TrainerCore(self.readiness, self.store,
                                 SleepControl(running=self._sleeping, state=lambda: self.sleep_state,
-                                             start=self._start_sleep),
+                                             start=self._start_sleep, plan=self._plan_sleep),
                                 window=self.window, lock_path=heavy_lock_path(paths),
                                 new_trainable=self._new_trainable,
                                 emit=lambda body: self.emit_from(self.log_client, body))
@@ -118,7 +116,7 @@ class TrainerServer:
         def body() -> None:
             client = EventlogClient(self.paths, ctx=self.ctx)
             evaluator = RpcClient(self.paths, "evaluator", "evaluator.ctl", EvaluatorReply,
-                                  timeout_s=EVALUATION_TIMEOUT_S, ctx=self.ctx)
+                                  timeout_s=self.config.evaluator.verdict_timeout_s, ctx=self.ctx)
             try:
                 sleep = Sleep(self.paths, self.config, state, emit=lambda b: self.emit_from(client, b),
                               evaluate=lambda req: self._evaluate(evaluator, req),
@@ -144,12 +142,23 @@ class TrainerServer:
         log.info("trainer.sleep_started", sleep_id=sleep_id, adapter_id=adapter_id, trigger=trigger)
         return state
 
-    @staticmethod
-    def _evaluate(evaluator: RpcClient, request: Evaluate) -> Any:
-        reply = evaluator.request(request)
-        if not isinstance(reply, EvaluationResult):
-            raise RuntimeError(f"the evaluator answered {type(reply).__name__}")
-        return reply.evaluation
+    def _plan_sleep(self, steps: int | None, request_id: str) -> Any:
+        """`circ sleep --dry-run`, on the main thread: reading memories and writing a dataset takes
+        seconds, not the model (services.trainer.plan), so other requests wait only that long."""
+        from services.trainer.plan import plan_sleep
+
+        plan = plan_sleep(self.paths, self.config, steps=steps, request_id=request_id)
+        log.info("trainer.planned", plan_id=plan.plan_id, examples=plan.examples, steps=plan.steps,
+                 nothing_to_learn=bool(plan.nothing_to_learn))
+        return plan
+
+    def _evaluate(self, evaluator: RpcClient, request: Evaluate) -> Any:
+        """The checked verdict; no verdict (timeout, evaluator restarted, a promote without
+        proof) raises, and the sleep rejects the adapter (services.trainer.verdict)."""
+        from services.trainer.verdict import await_verdict
+
+        return await_verdict(self.paths, evaluator, request, ctx=self.ctx,
+                             timeout_s=self.config.evaluator.verdict_timeout_s)
 
     def _new_trainable(self) -> int:
         current = self.store.current()

@@ -40,6 +40,15 @@ EvaluateFn = Callable[[Evaluate], EvaluationCompleted]
 PROGRESS_EVERY_S = 2.0
 
 
+NO_EXAMPLES = "the night's memories produced no training examples"
+
+
+def nothing_new(since: int) -> str:
+    """Why a night has nothing to learn (the sleep's training.failed error and the dry run's answer)."""
+    return (f"no new trainable memories since seq {since} "
+            "(memories routed to training, not forgotten, not #no-train)")
+
+
 class SleepFailed(Exception):
     def __init__(self, stage: str, message: str) -> None:
         super().__init__(message)
@@ -152,12 +161,17 @@ class Sleep:
         manifest = self.store.show(current)
         return int(manifest.get("dataset", {}).get("max_seq", 0))
 
-    def _replay(self, new_examples: int) -> list[dict]:
+    def replay_pool(self) -> list[dict]:
+        """Every kept adapter's replay.jsonl entries: what a night's replay samples from."""
         pool: list[dict] = []
         for info in self.store.list():
             path = self.paths.adapters / info.adapter_id / "replay.jsonl"
             if path.is_file():
                 pool += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return pool
+
+    def _replay(self, new_examples: int, pool: list[dict] | None = None) -> list[dict]:
+        pool = self.replay_pool() if pool is None else pool
         share = self.config.trainer.replay_share
         want = int(round(new_examples * share / max(1e-9, 1 - share))) if pool else 0
         # Seeded by what the night is made of, not by the sleep: the same
@@ -176,34 +190,56 @@ class Sleep:
             known += [(f.get("subject", ""), f.get("relation", "")) for f in facts if isinstance(f, dict)]
         return known
 
-    def _build_dataset(self) -> tuple[Any, dict]:
-        from services.trainer.dataset import build_dataset, save_dataset
+    # -- the dataset, in steps `circ sleep --dry-run` (services.trainer.plan) shares ------------
+    def gather(self) -> tuple[int, list, set[str]]:
+        """(since_seq, the trainable memories after it, every forgotten memory id), asked of ingest."""
         from services.trainer.memories import IngestMemories, MemoriesUnavailable
-        from services.trainer.steps import items_with_anchors, steps_for
 
         since = self._previous_max_seq()
         try:
             with IngestMemories(self.paths) as ingest:
-                memories = ingest.trainable(after_seq=since)
-                forgotten = ingest.forgotten_ids()
+                return since, ingest.trainable(after_seq=since), ingest.forgotten_ids()
         except MemoriesUnavailable as exc:
             raise SleepFailed("dataset", f"{exc}; start ingest with `circ up` and sleep again") from None
+
+    def dataset_options(self, forgotten: set[str]) -> dict:
+        """build_dataset's keyword arguments for this night, before any paraphraser."""
+        return dict(phrasings=self.config.trainer.phrasings_per_fact, seed=0,
+                    system_prompt=self.config.chat.system_prompt, known_facts=self._known_facts(),
+                    forgotten_ids=forgotten)
+
+    def compose(self, memories: list, options: dict, pool: list[dict] | None = None) -> Any:
+        """The night's dataset: built once to size the replay, then again with the replay in it."""
+        from services.trainer.dataset import build_dataset
+
+        first = build_dataset(memories, **options)
+        return build_dataset(memories, replay=self._replay(len(first.examples), pool), **options)
+
+    def planned_steps(self, examples: int) -> int:
+        """The steps given (request or config), else epochs over the examples and their anchors."""
+        from services.trainer.steps import items_with_anchors, steps_for
+
+        if self.steps is not None:
+            return self.steps
+        t = self.config.trainer
+        return steps_for(items_with_anchors(examples, t.anchor_share), epochs=t.epochs,
+                         batch_size=t.batch_size, max_steps=t.max_steps)
+
+    def _build_dataset(self) -> tuple[Any, dict]:
+        from services.trainer.dataset import save_dataset
+
+        since, memories, forgotten = self.gather()
         if not memories:
-            raise SleepFailed("dataset", f"no new trainable memories since seq {since} "
-                                         "(memories routed to training, not forgotten, not #no-train)")
-        options = dict(phrasings=self.config.trainer.phrasings_per_fact, seed=0,
-                       system_prompt=self.config.chat.system_prompt, known_facts=self._known_facts(),
-                       forgotten_ids=forgotten)
+            raise SleepFailed("dataset", nothing_new(since))
+        options = self.dataset_options(forgotten)
         paraphrases = max(0, self.config.trainer.model_paraphrases)
         self.paraphrased_by = ""
         if paraphrases:
             options.update(max_paraphrases=paraphrases,
                            paraphraser=self._model_paraphraser(memories, paraphrases, options))
-        first = build_dataset(memories, **options)
-        replay = self._replay(len(first.examples))
-        dataset = build_dataset(memories, replay=replay, **options)
+        dataset = self.compose(memories, options)
         if not dataset.examples:
-            raise SleepFailed("dataset", "the night's memories produced no training examples")
+            raise SleepFailed("dataset", NO_EXAMPLES)
         staging = self.store.stage(self.state.adapter_id)
         save_dataset(dataset, staging / "dataset")
         (staging / "replay.jsonl").write_text("".join(json.dumps(e) + "\n" for e in dataset.replay_pool))
@@ -213,10 +249,7 @@ class Sleep:
         # Who wrote the rewordings: "teacher host:port", "model NAME", or "" (templates only).
         manifest["paraphrased_by"] = self.paraphrased_by
         counts = {k: int(v) for k, v in manifest.get("counts", {}).items()}
-        if self.steps is None:
-            t = self.config.trainer
-            self.steps = steps_for(items_with_anchors(len(dataset.examples), t.anchor_share), epochs=t.epochs,
-                                   batch_size=t.batch_size, max_steps=t.max_steps)
+        self.steps = self.planned_steps(len(dataset.examples))
         self.state.state, self.state.steps = "training", self.steps
         self.emit(TrainingStarted(sleep_id=self.state.sleep_id, adapter_id=self.state.adapter_id,
                                   trigger=self.state.trigger, counts=counts,

@@ -174,6 +174,29 @@ def test_the_trainer_writes_the_report_and_circ_report_renders_it(inst: Instance
     _screenshot(page, inst.home / "report-shot.png")
 
 
+def test_the_night_has_its_line_in_the_trend_file_and_its_canary_by_kind(inst: Instance, first_night: dict) -> None:
+    """data/reports/nights.jsonl: one line for the night, with the evaluator's per-kind canary change,
+    also in evaluation.completed and the manifest; the page shows the change by kind."""
+    from protocol.report_lines import NIGHT_LINE_DECODER
+    from services.evaluator.canaries import KINDS
+
+    trend = inst.paths.data / "reports" / "nights.jsonl"
+    [line] = [NIGHT_LINE_DECODER.decode(x) for x in trend.read_text().splitlines()]
+    [evaluation] = inst.events("evaluation.completed")
+    by_kind = evaluation["body"]["canary_by_kind"]
+    assert set(by_kind) == set(KINDS) and all(-100.0 <= v <= 100.0 for v in by_kind.values())
+    assert line.sleep_id == first_night["sleep_id"] and line.adapter_id == first_night["adapter_id"]
+    assert line.verdict == "reject" and line.canary_by_kind == by_kind
+    assert line.metrics == evaluation["body"]["metrics"] and line.reasons == evaluation["body"]["reasons"]
+    assert line.train_s and line.eval_s and line.total_s >= line.train_s + line.eval_s - 1
+    assert line.peak_memory_bytes and line.peak_memory_bytes > 10_000_000
+    manifest = json.loads((inst.paths.adapters / first_night["adapter_id"] / "manifest.json").read_text())
+    assert manifest["evaluation"]["canary_by_kind"] == by_kind
+    text = (inst.paths.data / "reports" / "latest.html").read_text()
+    assert "Canary change by kind" in text and all(f"<td>{kind}</td>" in text for kind in KINDS)
+    assert f"{line.peak_memory_bytes / 2**30:.2f} GiB" in text and "training peak memory" in text
+
+
 def _screenshot(page: Path, shot: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if chromium is None:
