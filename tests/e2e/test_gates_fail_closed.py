@@ -19,16 +19,13 @@ tests/test_evaluator.py and tests/test_nights_log.py.
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
-
 import pytest
 
 from protocol.report_lines import NIGHT_LINE_DECODER
 from services.lib.adapters.store import AdapterStore
 
-from .harness import Instance, make_home, wait_until
+from . import test_night
+from .harness import Instance, wait_until
 from .test_night import (
     FACTS,
     STEPS,
@@ -37,8 +34,6 @@ from .test_night import (
     _events,
     _head,
     _kill9,
-    _kill_our_workers,
-    _night_env,
     _ping,
     _start_sleep,
     _stop_orphaned_judging,
@@ -53,22 +48,7 @@ pytestmark = pytest.mark.e2e
 REJECT_TIMEOUT_S = 120.0  # the trainer checks the evaluator every 5 s; a restart takes seconds
 
 
-@pytest.fixture(scope="module")
-def inst() -> Iterator[Instance]:
-    home = make_home()
-    instance = Instance(home, _night_env(home))
-    try:
-        instance.up()
-        for name in ("trainer", "evaluator"):
-            instance.wait_ready(name, timeout_s=60)
-        yield instance
-    finally:
-        instance.teardown()
-        _kill_our_workers(instance)
-        if os.environ.get("CIRCADIAN_E2E_KEEP"):
-            print(f"kept {home}")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
+inst = test_night.inst  # the night tests' instance fixture; module-scoped, so this module gets its own
 
 
 def _judging(inst: Instance, adapter_id: str) -> bool:
