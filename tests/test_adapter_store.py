@@ -317,3 +317,20 @@ def test_kill9_during_commit_and_promote_never_breaks_current(store: AdapterStor
     assert store.current() == fresh
     store.rollback()
     _check_invariants(store)
+
+
+def test_history_json_meets_its_contract_and_sheds_entries_that_do_not(store: AdapterStore) -> None:
+    import msgspec
+
+    from protocol.adapter_files import AdapterHistory
+
+    first, second = make_adapter(store), make_adapter(store)
+    store.promote(first)
+    raw = json.loads((store.root / "history.json").read_text())
+    raw["log"].insert(0, {"action": 7, "adapter_id": ["not", "an", "id"]})  # a damaged entry
+    (store.root / "history.json").write_text(json.dumps(raw))
+    store.promote(second)
+    history = msgspec.json.decode((store.root / "history.json").read_bytes(), type=AdapterHistory)
+    assert history.stack == [first, second]
+    assert [(e.action, e.adapter_id, e.previous_id) for e in history.log] == [
+        ("promote", first, None), ("promote", second, first)]

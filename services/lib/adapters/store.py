@@ -45,6 +45,7 @@ from typing import Any
 
 import msgspec
 
+from protocol.adapter_files import AdapterHistory, HistoryEntry
 from services.common.atomic import fsync_dir, write_atomic
 from services.common.digest import file_sha256_size
 
@@ -416,13 +417,20 @@ class AdapterStore:
         """history.json, reconciled with the ``current`` symlink (which is the truth)."""
         history: dict[str, Any] = {"stack": [], "pinned": [], "log": []}
         try:
-            loaded = json.loads((self.root / HISTORY).read_bytes())
-            if isinstance(loaded, dict):
-                for key in history:
-                    if isinstance(loaded.get(key), list):
-                        history[key] = loaded[key]
-        except (OSError, ValueError):
-            pass
+            raw = (self.root / HISTORY).read_bytes()
+        except OSError:
+            raw = b""
+        try:  # the contract (protocol.adapter_files) ...
+            history = msgspec.to_builtins(msgspec.json.decode(raw, type=AdapterHistory))
+        except (msgspec.DecodeError, msgspec.ValidationError):  # ... else keep whatever part still reads
+            try:
+                loaded = json.loads(raw)
+                if isinstance(loaded, dict):
+                    for key in history:
+                        if isinstance(loaded.get(key), list):
+                            history[key] = loaded[key]
+            except ValueError:
+                pass
         history["stack"] = [i for i in history["stack"] if isinstance(i, str) and _ID.match(i)]
         history["pinned"] = [i for i in history["pinned"] if isinstance(i, str) and _ID.match(i)]
         current = self.current()
@@ -438,8 +446,11 @@ class AdapterStore:
         return history
 
     def _write_history(self, history: dict[str, Any]) -> None:
-        history["log"] = history["log"][-200:]
-        write_atomic(self.root / HISTORY, _dumps(history), mode=0o644)
+        # What is written always meets the contract: a log entry an older or damaged file left in
+        # another shape is dropped rather than carried on.
+        log = [entry for entry in (_history_entry(e) for e in history["log"]) if entry is not None][-200:]
+        checked = AdapterHistory(stack=list(history["stack"]), pinned=list(history["pinned"]), log=log)
+        write_atomic(self.root / HISTORY, _dumps(msgspec.to_builtins(checked)), mode=0o644)
 
     def _point_current(self, adapter_id: str) -> None:
         tmp = self.root / f".{CURRENT}-{secrets.token_hex(4)}.tmp"
@@ -469,6 +480,13 @@ class AdapterStore:
 
 
 # -- helpers ---------------------------------------------------------------------------
+def _history_entry(entry: Any) -> HistoryEntry | None:
+    try:
+        return msgspec.convert(entry, HistoryEntry)
+    except msgspec.ValidationError:
+        return None
+
+
 def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
