@@ -61,8 +61,10 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Trained:
-    def __init__(self, out_dir: Path, result: WorkerResult, progress: list[dict[str, Any]]) -> None:
+    def __init__(self, out_dir: Path, result: WorkerResult, progress: list[dict[str, Any]],
+                 logs: list[str] | None = None) -> None:
         self.out_dir, self.result, self.progress = out_dir, result, progress
+        self.logs = logs or []
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +72,15 @@ def trained(model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFa
     """One tiny run through the parent-side runner, shared by the tests that inspect its output."""
     out_dir = tmp_path_factory.mktemp("out")
     progress: list[dict[str, Any]] = []
-    result = run_worker(model_dir, data_dir, out_dir, TINY, on_progress=progress.append)
+    logs: list[str] = []
+    result = run_worker(model_dir, data_dir, out_dir, TINY, on_progress=progress.append, on_log=logs.append)
     assert result.ok, f"{result.status}: {result.error}\n{result.stderr_tail}"
-    return Trained(out_dir, result, progress)
+    return Trained(out_dir, result, progress, logs)
+
+
+def test_every_line_the_worker_wrote_meets_the_contract(trained: Trained) -> None:
+    """The worker checks each line against protocol.worker_lines and says so on stderr if one is off."""
+    assert not [line for line in trained.logs if "off contract" in line], trained.logs
 
 
 # ----------------------------------------------------------------- no model needed

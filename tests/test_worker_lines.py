@@ -76,3 +76,13 @@ def test_what_is_not_a_worker_line_is_not_taken_for_one() -> None:
     assert parse_worker_line('{"step": 3}') is None
     assert parse_worker_line('{"type": "progress", "step": 1, "steps": 2}') == {"type": "progress", "step": 1,
                                                                               "steps": 2}
+
+
+def test_the_worker_checks_its_own_lines_against_the_contract() -> None:
+    from services.trainer.worker_io import off_contract
+
+    assert off_contract('{"type": "progress", "step": 3, "steps": 10, "loss": 1.5}') == ""
+    assert "not in the contract: lossy" in off_contract('{"type": "progress", "step": 3, "steps": 10, "lossy": 1}')
+    assert "Expected `int`" in off_contract('{"type": "progress", "step": "three", "steps": 10}')
+    assert "unknown line type 'bogus'" in off_contract('{"type": "bogus"}')
+    assert off_contract("not json")

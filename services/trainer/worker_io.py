@@ -14,6 +14,9 @@ import sys
 import threading
 from typing import IO, Any
 
+import msgspec
+
+from protocol.worker_lines import WorkerLine
 from services.common import lifeline
 
 EXIT_OK = 0
@@ -46,12 +49,39 @@ class Emitter:
 
     def __call__(self, event_type: str, /, **fields: Any) -> None:
         line = json.dumps({"type": event_type, **fields}, default=str)
+        problem = off_contract(line)
+        if problem:  # a bug in the worker, not a reason to stop training: say it where it is read
+            print(f"worker line off contract ({problem}): {line[:300]}", file=sys.stderr, flush=True)
         with self._lock:
             try:
                 self._out.write(line + "\n")
                 self._out.flush()
             except (BrokenPipeError, OSError):
                 os._exit(EXIT_PARENT_GONE)  # nobody is listening any more
+
+
+_LINE = msgspec.json.Decoder(WorkerLine)
+_FIELDS = {cls.__struct_config__.tag: set(cls.__struct_fields__) for cls in WorkerLine.__args__}  # type: ignore[attr-defined]
+
+
+def off_contract(line: str) -> str:
+    """'' when ``line`` is a worker line as protocol.worker_lines defines it, else what is wrong.
+
+    The parent checks the same on its side (services.trainer.runner); checking here too names
+    the worker's own bug in its stderr, next to the code that wrote it.
+    """
+    try:
+        decoded = json.loads(line)
+        kind = decoded.get("type") if isinstance(decoded, dict) else None
+        if kind not in _FIELDS:
+            return f"unknown line type {kind!r}"
+        unknown = sorted(set(decoded) - _FIELDS[kind] - {"type"})
+        if unknown:
+            return f"fields not in the contract: {', '.join(unknown)}"
+        _LINE.decode(line)
+    except (ValueError, msgspec.ValidationError) as exc:
+        return str(exc)
+    return ""
 
 
 # ----------------------------------------------------------------- dying with the parent
