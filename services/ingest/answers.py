@@ -30,6 +30,7 @@ from protocol.ingest_api import (
     Recalled,
 )
 from protocol.service_api import ErrorReply, Ping
+from services.common.config import Config
 from services.common.daemon import Readiness
 from services.common.paths import Paths
 
@@ -43,6 +44,7 @@ class IngestHost(Protocol):
     problem: str
     consumer: Any
     log_client: Any
+    config: Config
     emit: Callable[[Envelope], int]
     append_many: Callable[[list[Envelope]], list[int]]
 
@@ -63,7 +65,8 @@ def answer(host: IngestHost, request: Any) -> Any:
             if not source.is_file():
                 return ErrorReply(code="bad_request", request_id=rid,
                                   message=f"{path} is not a readable file")
-            result = import_file(source, host.paths, host.append_many, move=False)
+            result = import_file(source, host.paths, host.append_many, move=False,
+                                 redact=host.config.chat.redact_before_log)
             if result.error:
                 return ErrorReply(code="bad_request", request_id=rid, message=result.error)
             return ImportResult(request_id=rid, file=result.file, turns=result.turns,

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from protocol.envelope import Envelope, new_envelope
 from protocol.events import ChatTurnCompleted, InboxImported, InboxRejected
 from services.common.atomic import write_atomic
@@ -24,6 +26,7 @@ from services.common.digest import bytes_sha256, file_sha256
 from services.common.logging import get_logger
 from services.common.paths import Paths, ensure_private_dir
 from services.ingest.inbox import InboxError, read_inbox_file
+from services.lib.privacy.redact import redact as redact_text
 
 log = get_logger("ingest.import")
 
@@ -63,19 +66,27 @@ def is_settled(path: Path) -> bool:
         return False
 
 
-def turn_envelopes(turns, sha: str, name: str) -> list[Envelope]:  # noqa: ANN001
+def turn_envelopes(turns, sha: str, name: str, *, redact: bool = False) -> list[Envelope]:  # noqa: ANN001
+    """The turns as ``chat.turn_completed`` events; ``redact`` (chat.redact_before_log) redacts them first."""
     envelopes = []
     for position, turn in enumerate(turns):
         body = ChatTurnCompleted(
             session_id=f"import-{sha[:12]}-{turn.conversation}", turn_index=turn.turn_index,
             user_text=turn.user_text, assistant_text=turn.assistant_text, model="import",
             request_id=f"imp-{sha[:24]}-{position}", system_prompt=turn.system_prompt, imported_from=name)
+        if redact:  # an imported turn is a turn: with redact_before_log, the raw text never reaches the log
+            body = msgspec.structs.replace(body, user_text=redact_text(body.user_text).text,
+                                           assistant_text=redact_text(body.assistant_text).text)
         envelopes.append(new_envelope(body, source="ingest", msg_id=f"imp-{sha[:24]}-{position}"))
     return envelopes
 
 
-def import_file(path: Path, paths: Paths, append: AppendFn, *, move: bool) -> ImportOutcome:
-    """Import ``path``; with ``move`` (the inbox) file it under imported/ or rejected/."""
+def import_file(path: Path, paths: Paths, append: AppendFn, *, move: bool, redact: bool = False) -> ImportOutcome:
+    """Import ``path``; with ``move`` (the inbox) file it under imported/ or rejected/.
+
+    ``redact`` is ``chat.redact_before_log``: the turns are logged redacted, as chat logs its own,
+    and an inbox file is removed after its import instead of kept under imported/.
+    """
     name = path.name
     try:
         data, turns = read_inbox_file(path)
@@ -92,14 +103,19 @@ def import_file(path: Path, paths: Paths, append: AppendFn, *, move: bool) -> Im
             _file_away(path, paths, "rejected", reason)
         return ImportOutcome(file=name, error=reason)
     sha = bytes_sha256(data)
-    envelopes = turn_envelopes(turns, sha, name)
+    envelopes = turn_envelopes(turns, sha, name, redact=redact)
     seqs: list[int] = []
     for start in range(0, len(envelopes), APPEND_CHUNK):
         seqs += append(envelopes[start:start + APPEND_CHUNK])
     summary = InboxImported(file=name, sha256=sha, turns=len(turns), first_seq=min(seqs), last_seq=max(seqs))
     append([new_envelope(summary, source="ingest", msg_id=f"inbox-{sha}")])
     log.info("ingest.imported", file=name, turns=len(turns), first_seq=min(seqs), last_seq=max(seqs))
-    if move:
+    if move and redact:
+        # With redact_before_log the raw text may not stay on disk: the log holds the redacted
+        # turns, and a file dropped again is still recognised by its sha256 (the event ids).
+        path.unlink(missing_ok=True)
+        log.info("ingest.inbox_file_removed", file=name, why="chat.redact_before_log: no raw copy is kept")
+    elif move:
         _file_away(path, paths, "imported", None)
     return ImportOutcome(file=name, turns=len(turns), first_seq=min(seqs), last_seq=max(seqs))
 

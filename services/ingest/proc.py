@@ -355,7 +355,8 @@ class IngestServer:
                 waiting.append(path)
                 continue
             try:
-                import_file(path, self.paths, self.append_many, move=True)
+                import_file(path, self.paths, self.append_many, move=True,
+                            redact=self.config.chat.redact_before_log)
             except (ServiceUnavailable, RemoteError) as exc:
                 log.warning("ingest.import_deferred", file=path.name, error=str(exc))
                 waiting.append(path)
