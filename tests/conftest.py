@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from protocol.eventlog_api import EventlogReply
 from protocol.service_api import Ping, Pong
@@ -27,6 +28,14 @@ from services.common.rpc import RemoteError, RpcClient, ServiceUnavailable, fres
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    """A ZeroMQ context for one test (its sockets are closed with it)."""
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
 
 
 @pytest.fixture

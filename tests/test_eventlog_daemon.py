@@ -55,13 +55,6 @@ def probe() -> Envelope:
 
 
 @pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
 def client(eventlog_proc: Any, paths: Paths, ctx: zmq.Context) -> Iterator[EventlogClient]:
     c = EventlogClient(paths, timeout_s=10.0, ctx=ctx)
     yield c

@@ -14,7 +14,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -43,13 +42,6 @@ BURST = PUSHERS * PER_PUSHER + ACKED
 MAX_COMMITS = BURST // 20
 WAIT_S = 60.0
 REPLY: Codec[Any] = Codec(EventlogReply)
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 def _turn(i: int) -> Envelope:

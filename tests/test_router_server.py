@@ -76,13 +76,6 @@ def log_lines() -> Iterator[io.StringIO]:
 
 
 @pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
 def service() -> Service:
     return Service()
 

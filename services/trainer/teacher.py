@@ -56,16 +56,6 @@ def completions_url(base: str) -> str:
     return base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
 
 
-def check_url(url: str) -> str:
-    """'' when ``url`` can be a teacher, else what is wrong (for the config's one-line error)."""
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        return "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8080/v1"
-    if parsed.username or parsed.password:
-        return f"must not carry credentials; put the key in ${API_KEY_ENV}"
-    return ""
-
-
 @dataclass(frozen=True)
 class Teacher:
     url: str

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zmq
 
 from .harness import Instance, make_home
 
@@ -27,6 +28,14 @@ def instance() -> Iterator[Instance]:
     finally:
         inst.teardown()
         _remove(home)
+
+
+@pytest.fixture(scope="module")
+def ctx() -> Iterator[zmq.Context]:
+    """One ZeroMQ context per test module, for tests that open raw sockets to the daemons."""
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
 
 
 @pytest.fixture

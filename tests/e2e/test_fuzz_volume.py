@@ -29,7 +29,6 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2 as httpx  # the HTTP client the openai package itself uses
@@ -201,13 +200,6 @@ def _safe(codec: Codec[Any], frames: list[bytes], pull: bool) -> bool:
 
 
 # -- fixtures and checks ---------------------------------------------------------
-@pytest.fixture(scope="module")
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
 @pytest.fixture(scope="module")
 def baseline(instance: Instance) -> dict[str, tuple[int, float, int]]:
     """Each daemon's (Pong pid, start time, supervisord pid) before any fuzzing."""

@@ -95,13 +95,6 @@ CASE_NAMES = list(_cases("events.ctl"))
 
 
 @pytest.fixture(scope="module")
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture(scope="module")
 def baseline(instance: Instance) -> dict[str, Pong]:
     """Each daemon's identity (pid, start time) before any abuse."""
     return {name: instance.wait_ready(name, timeout_s=30) for name in ("eventlog", "chat")}

@@ -115,13 +115,6 @@ def inst() -> Iterator[Instance]:
             shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
 # ----------------------------------------------------------------------------- the log
 
 
