@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/bench_framing.py [--max-tokens N] [--framings a,b]
 
 Issue 12, part 4: with "I work as a nurse" in its context the 135M model
 answered as if it were itself a nurse. For each framing in
-services/chat/framing.py, the same 12 questions about the user's life are
+services/lib/prompts/framing.py, the same 12 questions about the user's life are
 asked in a fresh session, greedy, with three recalled memories in the prompt
 (the right one and two others, the right one at a rotating position: as
 recall gives them). One memory holds a redaction placeholder ([EMAIL]).
@@ -55,14 +55,14 @@ def first_person_about(reply: str, gold: str) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--framings", default="", help="comma-separated subset of services/chat/framing.FRAMINGS")
+    parser.add_argument("--framings", default="", help="comma-separated subset of services/lib/prompts/framing.FRAMINGS")
     args = parser.parse_args()
     model_dir = resolve_model_or_exit("bench_framing", None)
 
-    from services.chat import framing
     from services.chat.engine import ChatEngine, TurnCallbacks, TurnRequest
     from services.common.config import ChatConfig
     from services.lib.models.compute import load_for_serving
+    from services.lib.prompts import framing
 
     names = [n for n in args.framings.split(",") if n] or list(framing.FRAMINGS)
     unknown = [n for n in names if n not in framing.FRAMINGS]

@@ -113,7 +113,9 @@ class MemoryBench:
         self.epochs = args.epochs or t.epochs
         self.base_params = TrainParams(rank=t.rank, lr=t.learning_rate, scale=t.lora_scale,
                                        batch_size=t.batch_size, num_layers=t.num_layers, max_seq_len=t.max_seq_len,
-                              anchor_share=t.anchor_share)
+                              anchor_share=t.anchor_share, early_stop=t.stop_when_learned,
+                              check_every=t.stop_check_steps, learned_share=t.stop_learned_share,
+                              patience=t.stop_patience)
         self.recipes = {name: recipe for name, recipe in trained_conditions().items() if name in args.conditions}
         self.chains: dict[str, list[dict]] = {name: [] for name in self.recipes}  # replay pools
         self.probes_by_night: list[list[Any]] = []
@@ -246,7 +248,9 @@ class MemoryBench:
                                          epochs=self.epochs, max_steps=t.max_steps,
                                          replay_pool=self.chains[name], seed=self.args.seed)
                 self.chains[name] += result.replay_pool or []
-                out[name] = self.measure(n, name, result.adapter_dir, False, scope, steps=result.steps,
+                out[name] = self.measure(n, name, result.adapter_dir, False, scope,
+                                         steps=result.steps_run or result.steps, steps_planned=result.steps,
+                                         stopped_because=result.stopped_because,
                                          train_s=result.train_s, tokens_per_s=result.tokens_per_s,
                                          counts=result.counts, error=result.error or None)
             finally:

@@ -18,6 +18,12 @@ masked, no anchors):
                     weights (QLoRA, as mlx-lm trains)
   mlx_lm_lora       ``python -m mlx_lm lora --train ...`` on the stored (4-bit)
                     weights, LoRA rank/scale/dropout from a ``-c`` config file
+  worker_float32_batched, mlx_lm_lora_batched
+                    the same two at ``--batch`` examples per step (default 4)
+                    and steps / batch steps: the same examples, epochs and
+                    tokens. The worker buckets rows by length (services.trainer.
+                    train_data.example_order) and reports the padding share it
+                    computed; mlx-lm sorts by length and pads to 1 + 32k
 
 Every run gets the environment the trainer daemon gives its worker
 (``[program:trainer]`` in etc/supervisord.conf: OPENBLAS_NUM_THREADS=2,
@@ -81,8 +87,9 @@ from benchlib import (  # noqa: E402
 )
 
 PROG = "bench_train"
-RUNS = ("worker_float32", "worker_quantized", "mlx_lm_lora")
-WORKER_COMPUTE = {"worker_float32": "auto", "worker_quantized": "quantized"}
+RUNS = ("worker_float32", "worker_quantized", "mlx_lm_lora", "worker_float32_batched", "mlx_lm_lora_batched")
+WORKER_COMPUTE = {"worker_float32": "auto", "worker_quantized": "quantized", "worker_float32_batched": "auto"}
+DEFAULT_BATCH = 4
 IDENTITY_EXAMPLES = 16
 FACTS_QA = (
     ("What is my cat called?", "Your cat is called Miso."),
@@ -119,6 +126,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"run trains the same examples equally often (default {DEFAULT_STEPS}, quick {QUICK_STEPS})")
     p.add_argument("--runs", default=",".join(RUNS),
                    help=f"comma-separated, from {', '.join(RUNS)} (default: all, in that order)")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                   help=f"examples per step of the *_batched runs: a divisor of {DATASET_SIZE}, >= 2 "
+                        f"(default {DEFAULT_BATCH})")
     p.add_argument("--threads", type=int,
                    help="OPENBLAS_NUM_THREADS for every run (default: the trainer's, from etc/supervisord.conf)")
     p.add_argument("--model", help="model directory or name (default: chat's configured model)")
@@ -140,6 +150,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if len(set(runs)) != len(runs):
         p.error("--runs: each run at most once")
     args.runs = runs
+    if args.batch < 2 or DATASET_SIZE % args.batch:
+        p.error(f"--batch must be >= 2 and divide the dataset's {DATASET_SIZE} examples (2, 4, 5, 10 or 20), "
+                f"not {args.batch}")
     if args.threads is not None and not 1 <= args.threads <= 256:
         p.error("--threads must be 1..256")
     if args.wait_quiet < 0:
@@ -307,6 +320,7 @@ def run_ours(name: str, model_dir: Path, data_dir: Path, out_dir: Path, params: 
     run.update({
         "tokens_per_s_reported": summary.get("tokens_per_s"),
         "reported_definition": "training.json tokens_per_s: every token of the batch / summed step time",
+        "batch_size": params.batch_size, "padding_share": summary.get("padding_share"),
         "train_s_reported": summary.get("train_s"),
         "final_loss": summary.get("final_loss"),
         "examples": started_line.get("examples"), "dropped": started_line.get("dropped"),
@@ -333,11 +347,11 @@ def mlx_lm_command(model_dir: Path, data_dir: Path, out_dir: Path, config: Path,
 
 
 def run_mlx_lm(model_dir: Path, data_dir: Path, work: Path, params: Any, env: dict[str, str],
-               tokens_per_step: float) -> dict[str, Any]:
+               tokens_per_step: float, name: str = "mlx_lm_lora") -> dict[str, Any]:
     from services.common.blas import find_openblas
 
-    out_dir = work / "mlx_lm_lora"
-    config = work / "mlx_lm_lora.yaml"
+    out_dir = work / name
+    config = work / f"{name}.yaml"
     # JSON is YAML; lora_parameters can only be set through the config file.
     config.write_text(json.dumps({"lora_parameters": params.lora_parameters()}) + "\n")
     command = mlx_lm_command(model_dir, data_dir, out_dir, config, params)
@@ -347,7 +361,7 @@ def run_mlx_lm(model_dir: Path, data_dir: Path, work: Path, params: Any, env: di
         blas_path = find_openblas()
     if blas_path:
         child_env["LD_PRELOAD"] = " ".join(x for x in (blas_path, os.environ.get("LD_PRELOAD", "")) if x)
-    stderr_path = work / "mlx_lm_lora.stderr"
+    stderr_path = work / f"{name}.stderr"
     reports: list[tuple[int, float]] = []
     vals: list[tuple[int, float, float]] = []
     reported: list[dict[str, Any]] = []
@@ -479,19 +493,23 @@ def main() -> int:
                                                      "max_seq_len", "mask_prompt", "seed")},
             "env": env, "runs": {}, "machine_start": machine_load(),
         }
+        batched = msgspec_replace(base, batch_size=args.batch, steps=args.steps // args.batch,
+                                  steps_per_checkpoint=args.steps // args.batch)
         for name in args.runs:
-            progress(f"{name}: {args.steps} steps")
-            if name == "mlx_lm_lora":
-                run = run_mlx_lm(model_dir, data_dir, work, base, env, tokens_per_step)
-                if run.get("reported_trained_tokens") is not None:
+            params = batched if name.endswith("_batched") else base
+            step_tokens = tokens_per_step * params.batch_size  # whole epochs: the same tokens per run
+            progress(f"{name}: {params.steps} steps of batch {params.batch_size}")
+            if name.startswith("mlx_lm_lora"):
+                run = run_mlx_lm(model_dir, data_dir, work, params, env, step_tokens, name)
+                if run.get("reported_trained_tokens") is not None and params.batch_size == 1:
                     expected = counts["mlx_lm_counted_tokens"] * epochs
                     # mlx-lm prints thousands with one decimal: within 50 tokens when it trained the same data.
                     run["trained_tokens_check"] = {
                         "printed": run["reported_trained_tokens"], "expected_from_dataset": expected,
                         "consistent": abs(run["reported_trained_tokens"] - expected) <= 50}
             else:
-                params = msgspec_replace(base, compute=WORKER_COMPUTE[name])
-                run = run_ours(name, model_dir, data_dir, work / name, params, env, tokens_per_step)
+                params = msgspec_replace(params, compute=WORKER_COMPUTE[name])
+                run = run_ours(name, model_dir, data_dir, work / name, params, env, step_tokens)
             result["runs"][name] = run
             progress(f"{name}: {run['status']}, {run.get('tokens_per_s')} tok/s (all tokens), wall {run['wall_s']} s")
         runs = result["runs"]
@@ -505,6 +523,11 @@ def main() -> int:
             "steady_worker_quantized_vs_mlx_lm": ratio(runs.get("worker_quantized"), mlx, "steady_tokens_per_s"),
             "wall_worker_float32_vs_mlx_lm": ratio(mlx, runs.get("worker_float32"), "wall_s"),
             "wall_worker_quantized_vs_mlx_lm": ratio(mlx, runs.get("worker_quantized"), "wall_s"),
+            "worker_float32_batched_vs_mlx_lm_batched": ratio(runs.get("worker_float32_batched"),
+                                                              runs.get("mlx_lm_lora_batched"), "tokens_per_s"),
+            "worker_float32_batched_vs_worker_float32": ratio(runs.get("worker_float32_batched"),
+                                                              runs.get("worker_float32"), "tokens_per_s"),
+            "mlx_lm_batched_vs_mlx_lm": ratio(runs.get("mlx_lm_lora_batched"), mlx, "tokens_per_s"),
         }
         result["notes"] = [
             "ratios: worker tokens/s / mlx-lm tokens/s (> 1: the worker is faster); wall_*: mlx-lm wall / worker wall",

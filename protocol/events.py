@@ -230,13 +230,21 @@ class TrainingProgress(_Event, tag="training.progress", kw_only=True):
 
 
 class TrainingFinished(_Event, tag="training.finished", kw_only=True):
-    """Training produced a candidate adapter (not yet evaluated)."""
+    """Training produced a candidate adapter (not yet evaluated).
+
+    ``steps`` were run of ``steps_planned`` (the cap: the night's epochs over
+    its items); ``stopped_because`` is "learned" (the night's facts were the
+    model's top choice), "plateau" (the probe's loss stopped falling) or
+    "cap" (services.trainer.stop_rule). 0 / "": a trainer older than the rule.
+    """
 
     sleep_id: str
     adapter_id: str
     steps: int
     final_loss: float
     duration_s: float
+    steps_planned: int = 0
+    stopped_because: str = ""
 
 
 class TrainingFailed(_Event, tag="training.failed", kw_only=True):

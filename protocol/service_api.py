@@ -43,7 +43,9 @@ class ErrorReply(_Msg, tag="error", kw_only=True):
 
     Codes: ``malformed`` (undecodable frame), ``too_large``, ``bad_request``
     (valid frame, invalid values), ``unavailable`` (a dependency is down),
-    ``busy``, ``cancelled``, ``internal``.
+    ``busy``, ``cancelled``, ``internal``, ``disk_full`` (the event log's
+    filesystem is out of space: nothing of the request was logged; the
+    message names the directory to free; resend once there is space).
     """
 
     code: str

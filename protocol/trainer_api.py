@@ -69,7 +69,10 @@ class SleepPlan(_Msg, tag="sleep_plan", kw_only=True):
     ``paraphrased_by``; the real night asks for them, the plan goes without.
     ``forgets_remove``: earlier nights' examples from memories since
     forgotten, which no replay uses again; ``forgotten_in_current``: forgotten
-    memories the serving adapter was trained on.
+    memories the serving adapter was trained on. ``retrain``: non-empty
+    ("re-train: N forgets not honoured by the current adapter ID") when the
+    night has nothing new but the serving adapter holds a forgotten memory:
+    the plan is then that adapter's own night again, without the forgotten.
     """
 
     request_id: str
@@ -104,6 +107,7 @@ class SleepPlan(_Msg, tag="sleep_plan", kw_only=True):
     eval_facts: int = 0
     false_facts: int = 0
     current_adapter: str | None = None
+    retrain: str = ""
 
 
 class GetTrainerStatus(_Msg, tag="get_trainer_status", kw_only=True):

@@ -9,7 +9,7 @@ not decode as one of these is not the worker's (a library printed to fd 1
 before the worker took it over) and goes with the stderr tail.
 
 Every line carries ``type``; the order in a run is ``hello``, then (training)
-``memory``, ``anchors``, ``started``, ``progress``/``checkpoint`` ... and one
+``memory``, ``anchors``, ``teacher``, ``started``, ``progress``/``check``/``checkpoint`` ... and one
 of ``done``, ``stopped`` or ``error`` last, before the exit code says the
 same. Fields the two workers do not share have defaults. Evolution: JSON
 lines are not logged, but the rules of protocol/ hold all the same (new
@@ -52,6 +52,20 @@ class WorkerAnchors(_Line, tag="anchors", kw_only=True):
     seconds: float = 0.0
 
 
+class WorkerTeacher(_Line, tag="teacher", kw_only=True):
+    """Training, objective "distill" only: the teacher's top-``top_k`` targets for ``distilled``
+    items (``cross_entropy`` items have none; ``mismatched``: their answer tokenized differently
+    after the memories), read from the cache (``cached``, key ``cache_key``) or computed in ``seconds``."""
+
+    distilled: int = 0
+    cross_entropy: int = 0
+    mismatched: int = 0
+    top_k: int = 0
+    cached: bool = False
+    seconds: float = 0.0
+    cache_key: str = ""
+
+
 class WorkerStarted(_Line, tag="started", kw_only=True):
     """The run began. Training: from ``start_step`` (a resume) of ``steps``, over ``examples``
     (``dropped``: too long or empty), with the compute path and the params as dicts.
@@ -68,6 +82,9 @@ class WorkerStarted(_Line, tag="started", kw_only=True):
     requests: int = 0
     backend: str = ""
     weights: str = ""
+    # Training with the stop rule: probe items (one per fact; 0: the rule is off) and steps between checks.
+    probe_items: int = 0
+    check_every: int = 0
 
 
 class WorkerProgress(_Line, tag="progress", kw_only=True):
@@ -81,6 +98,20 @@ class WorkerProgress(_Line, tag="progress", kw_only=True):
     step_s: float | None = None
     elapsed_s: float | None = None
     peak_memory_bytes: int | None = None
+
+
+class WorkerCheck(_Line, tag="check", kw_only=True):
+    """Training, stop rule on: after ``step`` (of at most ``steps``), ``learned`` of ``facts`` probe
+    items have their value as the model's top choice; ``probe_loss`` is the mean loss on the value
+    tokens; ``stop``: "learned" or "plateau" when the run stops here, else empty."""
+
+    step: int
+    steps: int = 0
+    learned: int = 0
+    facts: int = 0
+    probe_loss: float | None = None
+    seconds: float = 0.0
+    stop: str = ""
 
 
 class WorkerCheckpoint(_Line, tag="checkpoint", kw_only=True):
@@ -101,6 +132,10 @@ class WorkerDone(_Line, tag="done", kw_only=True):
     resumed_from: int = 0
     files: list[str] = []
     requests: int = 0
+    # Training: ``steps`` is the steps run, of ``steps_planned`` (the cap); ``stopped_because`` is
+    # "learned" or "plateau" (the stop rule) or "cap" (0 / "": a worker older than the rule).
+    steps_planned: int = 0
+    stopped_because: str = ""
 
 
 class WorkerStopped(_Line, tag="stopped", kw_only=True):
@@ -120,7 +155,7 @@ class WorkerError(_Line, tag="error", kw_only=True):
     detail: dict[str, int] = {}
 
 
-WorkerLine = (WorkerHello | WorkerMemory | WorkerAnchors | WorkerStarted | WorkerProgress
-              | WorkerCheckpoint | WorkerDone | WorkerStopped | WorkerError)
+WorkerLine = (WorkerHello | WorkerMemory | WorkerAnchors | WorkerTeacher | WorkerStarted | WorkerProgress
+              | WorkerCheck | WorkerCheckpoint | WorkerDone | WorkerStopped | WorkerError)
 
 WORKER_LINE_TYPES = tuple(cls.__struct_config__.tag for cls in WorkerLine.__args__)  # type: ignore[attr-defined]

@@ -30,6 +30,20 @@ READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (bin/test: ``-n 2``), give each worker its own MLX kernel cache.
+
+    services/common/mlxjit.py keeps one cache per kind of process; two
+    instances started by two workers would still have two chats compiling
+    the same kernel into one directory at once (the race that module is
+    about). The daemons inherit the variable through ``circ up``.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        base = Path(tempfile.gettempdir()) / f"circadian-mlx-{os.getuid()}-{worker}"
+        os.environ["CIRCADIAN_MLX_JIT_BASE"] = str(base)
+
+
 @pytest.fixture
 def ctx() -> Iterator[zmq.Context]:
     """A ZeroMQ context for one test (its sockets are closed with it)."""

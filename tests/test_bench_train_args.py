@@ -26,6 +26,8 @@ def test_train_defaults_and_quick() -> None:
     (["--runs", "mlx_lm_lora,mlx_lm_lora"], "at most once"),
     (["--threads", "0"], "--threads"),
     (["--wait-quiet", "-1"], "--wait-quiet"),
+    (["--batch", "3"], "divide the dataset"),
+    (["--batch", "1"], "--batch must be >= 2"),
 ])
 def test_train_rejects_bad_arguments(argv: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:

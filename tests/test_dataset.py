@@ -208,9 +208,26 @@ def test_at_least_five_varied_qa_pairs_per_fact() -> None:
 def test_example_format_is_mlx_chat() -> None:
     ds = build_dataset(NIGHT, seed=0)
     for example in ds.examples + ds.valid:
-        assert set(example) == {"messages"}
+        assert set(example) <= {"messages", "context"}  # context: the distill teacher's (sft ignores it)
         roles = [m["role"] for m in example["messages"]]
         assert roles[0] == "system" and roles[-1] == "assistant" and "user" in roles
+
+
+def test_qa_examples_carry_the_memories_they_come_from() -> None:
+    """The distillation teacher reads each QA item's source memories as chat recalls them."""
+    old = {"messages": [{"role": "user", "content": "What is my job?"}, {"role": "assistant", "content": "A nurse."}],
+           "context": ["I work as a nurse."], "source": {"kind": "qa", "fact": ["user", "job"], "memory_ids": ["m0.0"]}}
+    ds = build_dataset(NIGHT, replay=[old], seed=0)
+    for e in ds.replay_pool:
+        if e["source"]["kind"] == "qa":
+            texts = {m.memory_id: m.text for m in NIGHT}
+            assert e["context"] == [texts[mid] for mid in e["source"]["memory_ids"]]
+    lyon = [e for e in ds.examples if "Lyon" in e["messages"][-1]["content"]]
+    assert lyon and all(e["context"] == ["We moved from Paris to Lyon."] for e in lyon)
+    identity = [e for e in ds.examples if e["messages"][-1]["content"] == "My name is circadian."]
+    assert identity and all("context" not in e for e in identity)
+    assert {"messages": old["messages"], "context": old["context"]} in ds.examples  # replay keeps its teacher
+    assert "Siemens" not in json.dumps(ds.examples)  # an opted-out memory is no one's context
 
 
 def test_forgotten_no_train_and_rag_only_memories_are_excluded() -> None:

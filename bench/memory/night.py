@@ -24,6 +24,7 @@ from services.trainer.identity import chat_example, identity_examples, valid_exa
 from services.trainer.params import TrainParams
 from services.trainer.runner import run_worker
 from services.trainer.steps import items_with_anchors, steps_for
+from services.trainer.stop_rule import write_probe
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class NightResult:
     final_loss: float | None
     error: str = ""
     replay_pool: list[dict] | None = None
+    steps_run: int = 0  # of ``steps`` planned (the stop rule may end it early)
+    stopped_because: str = ""
 
 
 def raw_dataset(memories: Sequence[MemoryRecord], turns: dict[int, tuple[str, str]], system_prompt: str,
@@ -88,6 +91,7 @@ def train_condition(condition: Condition, memories: Sequence[MemoryRecord], out_
                             replay_share=replay_share, replay_pool=replay_pool, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_dataset(dataset, out_dir / "dataset")
+    write_probe(dataset, out_dir / "dataset")  # the stop rule's questions, as the trainer writes them
     overrides = dict(condition.params or {})
     if condition.raw_turns:
         overrides.setdefault("mask_prompt", False)  # raw text: learn the user's own words
@@ -104,7 +108,8 @@ def train_condition(condition: Condition, memories: Sequence[MemoryRecord], out_
                        steps=steps, train_s=round(time.monotonic() - started, 1),
                        tokens_per_s=float(summary.get("tokens_per_s", 0.0) or 0.0),
                        final_loss=summary.get("final_loss"), error="" if result.ok else (result.error or "failed"),
-                       replay_pool=list(dataset.replay_pool))
+                       replay_pool=list(dataset.replay_pool), steps_run=int(summary.get("steps") or 0),
+                       stopped_because=str(summary.get("stopped_because") or ""))
 
 
 def replace_params(params: TrainParams, **changes: Any) -> TrainParams:

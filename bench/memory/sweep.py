@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     false = false_items({p.fact().key for p in probes}, seed=args.seed)
     t = config.trainer
     base = TrainParams(rank=t.rank, lr=t.learning_rate, scale=t.lora_scale, batch_size=t.batch_size,
-                       num_layers=t.num_layers, max_seq_len=t.max_seq_len, anchor_share=t.anchor_share)
+                       num_layers=t.num_layers, max_seq_len=t.max_seq_len, anchor_share=t.anchor_share,
+                       early_stop=t.stop_when_learned, check_every=t.stop_check_steps,
+                       learned_share=t.stop_learned_share, patience=t.stop_patience)
     print(json.dumps({"setting": "base", **measurer.run(None, night=probes, earlier=[], updated=[], false=false,
                                                          fixed=not args.no_fixed)}), flush=True)
     for setting in parse_grid(args.grid):
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                                      base_params=base, turns={}, system_prompt=config.chat.system_prompt,
                                      phrasings=phrasings, replay_share=0.0, epochs=epochs, max_steps=5000,
                                      seed=args.seed)
-            row = {"setting": setting, "steps": result.steps, "train_s": result.train_s,
+            row = {"setting": setting, "steps": result.steps, "steps_run": result.steps_run,
+                   "stopped_because": result.stopped_because, "train_s": result.train_s,
                    "tokens_per_s": result.tokens_per_s, "final_loss": result.final_loss, "counts": result.counts}
             if result.adapter_dir is None:
                 row["error"] = result.error

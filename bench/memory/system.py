@@ -150,6 +150,10 @@ class ScratchSystem:
         try:
             manifest = json.loads((adapter_dir / "manifest.json").read_text())
             out["train"] = {k: manifest.get("train", {}).get(k) for k in ("steps", "lr", "rank", "scale")}
+            run = manifest.get("steps") or {}  # the stop rule: steps planned / run / why it stopped
+            if run:
+                out["train"].update(steps=run.get("run"), steps_planned=run.get("planned"),
+                                    stopped_because=run.get("stopped_because"))
         except (OSError, ValueError):
             pass
         return out

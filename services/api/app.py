@@ -35,7 +35,8 @@ log = get_logger("api")
 # chat's ErrorReply codes -> HTTP status and OpenAI error type.
 _REMOTE = {"bad_request": (400, "invalid_request_error"), "too_large": (400, "invalid_request_error"),
            "malformed": (400, "invalid_request_error"), "busy": (429, "rate_limit_error"),
-           "unavailable": (503, "api_error"), "cancelled": (499, "api_error"), "internal": (500, "api_error")}
+           "unavailable": (503, "api_error"), "cancelled": (499, "api_error"), "internal": (500, "api_error"),
+           "disk_full": (507, "api_error")}  # 507 Insufficient Storage: the turn could not be logged
 
 
 def error_response(status: int, message: str, *, type_: str = "invalid_request_error",

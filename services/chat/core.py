@@ -88,9 +88,13 @@ def redact_turn(turn: ChatTurnCompleted) -> ChatTurnCompleted:
 
 
 class ChatCore:
-    def __init__(self, readiness: Readiness, config: ChatConfig) -> None:
+    def __init__(self, readiness: Readiness, config: ChatConfig,
+                 space_problem: Callable[[], str | None] = lambda: None) -> None:
         self.readiness = readiness
         self.config = config
+        # Why a turn could not be logged now (a full disk, services.common.diskspace), or None:
+        # asked before a turn is generated, so the model's work is not thrown away at the commit.
+        self.space_problem = space_problem
         self.jobs: queue.Queue[Job | Reload | None] = queue.Queue()
         self.active: dict[str, Job] = {}  # request_id -> job, owned by the IO thread
         self.logged: OrderedDict[str, ChatFinished] = OrderedDict()  # committer writes, model thread reads
@@ -114,6 +118,9 @@ class ChatCore:
             case SendMessage() if self.jobs.qsize() >= MAX_QUEUED_TURNS:
                 return ErrorReply(code="busy", request_id=request.request_id,
                                   message="chat has too many queued messages; retry in a moment")
+            case SendMessage() if (problem := self.space_problem()) is not None:
+                log.warning("chat.turn_refused", request_id=request.request_id, reason=problem)
+                return ErrorReply(code="disk_full", request_id=request.request_id, message=problem)
             case SendMessage():
                 job = Job(origin, request, request.session_id or new_id("s"))
                 self.active[request.request_id] = job
@@ -201,7 +208,17 @@ class ChatCore:
         started = time.perf_counter()
         try:
             appended = append([env])
-        except (ServiceUnavailable, RemoteError) as exc:
+        except RemoteError as exc:
+            log.error("chat.turn_not_logged", request_id=rid, error=str(exc), code=exc.code)
+            if exc.code == "disk_full":  # the log's own words name the directory to free
+                send(ErrorReply(code="disk_full", request_id=rid,
+                                message=f"{exc.reply.message.split(';')[0]}: the reply was generated but not "
+                                        f"logged; send the message again once there is space"))
+                return
+            send(ErrorReply(code="unavailable", request_id=rid,
+                            message=f"the reply was generated but could not be logged ({exc}); resend the message"))
+            return
+        except ServiceUnavailable as exc:
             log.error("chat.turn_not_logged", request_id=rid, error=str(exc))
             send(ErrorReply(code="unavailable", request_id=rid,
                             message=f"the reply was generated but could not be logged ({exc}); resend the message"))

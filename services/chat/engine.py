@@ -19,10 +19,10 @@ from mlx_lm.sample_utils import make_sampler
 
 from protocol.chat_api import MAX_MESSAGE_CHARS, MAX_STOP, MAX_STOP_CHARS
 from protocol.events import ChatTurnCompleted
-from services.chat.framing import with_memories as framed
 from services.chat.sessions import Session, SessionTable, common_prefix_len
 from services.common.config import ChatConfig
 from services.lib.privacy.placeholders import scrub_reply
+from services.lib.prompts.framing import with_memories as framed
 
 HistoryLoader = Callable[[str], list[tuple[str, str]]]
 
@@ -42,7 +42,7 @@ def with_memories(message: str, memories: list[tuple[str, str]]) -> str:
 
     Memories go into the current user message, not the system prompt, so the
     conversation's prefix stays identical from turn to turn and the KV cache
-    keeps working. The wording (services/chat/framing.py) was chosen by
+    keeps working. The wording (services/lib/prompts/framing.py) was chosen by
     measurement on bench/bench_framing.py: placeholders become words, and the
     memory is said to be the user's, so the model does not answer as if the
     user's facts were its own.

@@ -27,6 +27,7 @@ from protocol.events import AdapterReloaded, ChatTurnCompleted, ServiceStarted
 from services.chat.core import ChatCore, Job, Reload
 from services.common.config import Config
 from services.common.daemon import VERSION, Readiness, ShutdownFlag, serve_daemon
+from services.common.diskspace import log_space_problem
 from services.common.eventlog_client import EventlogClient
 from services.common.logging import get_logger
 from services.common.paths import Paths, resolve_model_dir
@@ -61,7 +62,9 @@ class ChatServer:
         self.config = config
         self.ctx = ctx or zmq.Context.instance()
         self.readiness = Readiness("chat")
-        self.core = ChatCore(self.readiness, config.chat)
+        # A full disk refuses a turn before the model runs (services.common.diskspace).
+        self.core = ChatCore(self.readiness, config.chat,
+                             space_problem=lambda: log_space_problem(paths.events_db.parent))
         self.jobs = self.core.jobs
         self.commits: queue.Queue[tuple[Job, ChatTurnCompleted] | Envelope | None] = queue.Queue()
         self.fatal: BaseException | None = None

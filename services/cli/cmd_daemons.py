@@ -74,7 +74,9 @@ def up(paths: Paths, args: argparse.Namespace) -> int:
                 break
             states = {p.name: p for p in supervisor.processes()}
             state = states.get(daemon)
-            if state is not None and state.state in ("FATAL", "BACKOFF") and not (pong and not pong.ready):
+            # EXITED: it stopped with the exit code supervisord does not restart (2: a bad config,
+            # a damaged event log), so waiting out the timeout would help nobody.
+            if state is not None and state.state in ("FATAL", "BACKOFF", "EXITED") and not (pong and not pong.ready):
                 log_file = paths.logs / f"{daemon}.log"
                 print(f"circ up: {daemon} failed to start ({state.state}: {state.description}); see {log_file}",
                       file=sys.stderr)

@@ -26,7 +26,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     export.add_argument("--since", type=int, default=0, metavar="SEQ", help="only events with seq > SEQ")
     export.add_argument("--type", action="append", default=[], metavar="T",
                         help="only events of type T (repeatable), e.g. chat.turn_completed")
-    sub.add_parser("verify", help="check seq has no gaps, bodies match checksums, the hash chain holds")
+    sub.add_parser("verify", help="check the file's pages are sound (SQLite quick_check), seq has no gaps, "
+                               "bodies match checksums, the hash chain holds")
     stats = sub.add_parser("stats", help="count events by type, size on disk")
     stats.add_argument("--json", action="store_true", help="print JSON")
 
@@ -133,6 +134,10 @@ def verify(conn, paths: Paths, args: argparse.Namespace) -> int:
     if report.ok:
         print(f"ok: {report.count} events, seq 1..{report.head_seq} without gaps, checksums match, {chain}{erased}")
         return 0
+    if report.damaged is not None:
+        from services.lib.eventstore.store import LogDamaged
+
+        print(f"FAILED: {LogDamaged(paths.events_db, report.damaged)}", file=sys.stderr)
     print(f"FAILED: {report.count} events; gaps before seq {report.gaps[:10]}; "
           f"bad checksums at {report.bad_bodies[:10]}; {chain}", file=sys.stderr)
     return 1

@@ -291,11 +291,33 @@ def forget(paths: Paths, args: argparse.Namespace) -> int:
         client.close()
     print(f"forgot {len(done.memories)} memories, erased {len(done.turn_seqs)} turn(s) (event #{done.event_seq}).")
     if done.memories:
-        # Recall stops at once; an adapter trained on them keeps them until a night trains without them.
-        print("Recall no longer finds them. The adapter serving now may still hold them: the next night trains "
-              "a new adapter from the base model without them (no replay uses them again), and the weights "
-              "forget them once it is promoted (`circ sleep --dry-run` shows what the forgets remove).")
+        print("Recall no longer finds them. " + _weights_forget(paths))
     return 0
+
+
+def _weights_forget(paths: Paths) -> str:
+    """What happens to the weights after a forget (services/trainer/forgets.py), for the user."""
+    from services.lib.adapters.store import AdapterStore
+    from services.trainer.forgets import clean_fallback, unhonoured
+    from services.trainer.memories import IngestMemories, MemoriesUnavailable
+
+    store = AdapterStore(paths.adapters)
+    current = store.current()
+    try:
+        with IngestMemories(paths, timeout_s=10.0) as ingest:
+            forgotten = ingest.forgotten_ids()
+    except MemoriesUnavailable:
+        forgotten = None
+    held = unhonoured(store, current, forgotten) if current and forgotten is not None else []
+    if current and (held or forgotten is None):
+        target = clean_fallback(store, forgotten or set())
+        return (f"The adapter serving now ({current}) was trained on {len(held) if held else 'some'} of them: the "
+                "weights forget them at the next night, which re-trains its night from the base model without "
+                "them even with nothing new to learn (if that night is rejected, chat goes back to an adapter "
+                "that holds none of them); `circ sleep --dry-run` shows the re-train. To stop serving it now: "
+                f"`circ adapters rollback {target or 'none'}`.")
+    return ("The weights hold none of them: the adapter serving now was not trained on them, and no later "
+            "night or replay will be (`circ sleep --dry-run` shows what the forgets remove).")
 
 
 def import_(paths: Paths, args: argparse.Namespace) -> int:
@@ -308,9 +330,15 @@ def import_(paths: Paths, args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"circ import: {path} is not a file", file=sys.stderr)
         return 2
+    from services.cli.daemons import ping
+    from services.common.rpc_resend import request_resending
+
     client = _client(paths)
     try:
-        reply = client.request(ImportFile(path=str(path), request_id=new_id("i")), timeout_s=300)
+        # Resent to a restarted ingest (the import is idempotent, by the file's sha256): a request
+        # lost with a killed ingest would otherwise be waited for the whole 300 s.
+        reply = request_resending(client, ImportFile(path=str(path), request_id=new_id("i")),
+                                  ping=lambda: ping(paths, "ingest", timeout_s=2.0), timeout_s=300)
     finally:
         client.close()
     print(f"imported {reply.turns} turns from {reply.file} (seq {reply.first_seq}..{reply.last_seq}).")

@@ -36,8 +36,10 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="adapters_command", metavar="ACTION", required=True)
         listing = sub.add_parser("list", help="adapters, newest first, with verdict and key figures")
         listing.add_argument("--json", action="store_true")
-        show = sub.add_parser("show", help="one adapter's manifest")
+        show = sub.add_parser("show", help="one adapter's manifest, with the forgets it honours and any "
+                                           "forgotten memory it still holds")
         show.add_argument("adapter_id")
+        show.add_argument("--json", action="store_true", help="print the manifest alone, as JSON")
         rollback = sub.add_parser("rollback", help="serve an earlier adapter (default: the previous one; "
                                                    "`none` for the base model)")
         rollback.add_argument("adapter_id", nargs="?")
@@ -197,6 +199,40 @@ def _print_progress(kind: str, body: dict) -> None:
             print(f"rejected: {'; '.join(body.get('reasons', []))}", file=sys.stderr)
 
 
+def _forgotten_ids(paths: Paths) -> set[str] | None:
+    """Every forgotten memory id, asked of ingest; None when ingest is not running."""
+    from services.common.rpc import RemoteError, ServiceUnavailable
+    from services.trainer.memories import IngestMemories, MemoriesUnavailable
+
+    try:
+        with IngestMemories(paths, timeout_s=10.0) as ingest:
+            return ingest.forgotten_ids()
+    except (MemoriesUnavailable, ServiceUnavailable, RemoteError):
+        return None
+
+
+def _some(ids: list[str], limit: int = 8) -> str:
+    return ", ".join(ids[:limit]) + (f", ... {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _held_count(store: Any, adapter_id: str, forgotten: set[str] | None) -> int | None:
+    """Forgotten memories the adapter was trained on; None when unknown (ingest down, broken manifest)."""
+    from services.trainer.forgets import unhonoured
+
+    if forgotten is None:
+        return None
+    try:
+        return len(unhonoured(store, adapter_id, forgotten))
+    except Exception:  # a broken manifest is listed as broken already
+        return None
+
+
+def _holds(store: Any, adapter_id: str, forgotten: set[str] | None) -> str:
+    """`circ adapters list`'s mark for an adapter trained on memories forgotten since."""
+    held = _held_count(store, adapter_id, forgotten)
+    return f"  ! holds {held} forgotten" if held else ""
+
+
 def adapters(paths: Paths, args: argparse.Namespace) -> int:
     from protocol.envelope import new_id
     from protocol.trainer_api import Pin, Rollback
@@ -206,8 +242,10 @@ def adapters(paths: Paths, args: argparse.Namespace) -> int:
     match args.adapters_command:
         case "list":
             infos = store.list()
+            forgotten = _forgotten_ids(paths) if infos else set()
             if args.json:
-                print(json.dumps([msgspec.to_builtins(i) for i in infos], indent=2))
+                print(json.dumps([{**msgspec.to_builtins(i), "holds_forgotten": _held_count(store, i.adapter_id, forgotten)}
+                                  for i in infos], indent=2))
                 return 0
             if not infos:
                 print("no adapters yet: the first sleep makes one (`circ sleep --wait`).")
@@ -220,10 +258,34 @@ def adapters(paths: Paths, args: argparse.Namespace) -> int:
                 created = data.get("created")
                 when = (dt.datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M") if isinstance(created, (int, float))
                         else str(created or "")[:16].replace("T", " "))
-                print(f"{mark} {data['adapter_id']:<28} {when:<17} {data.get('verdict') or '-':<8}{pin} {shown}")
+                print(f"{mark} {data['adapter_id']:<28} {when:<17} {data.get('verdict') or '-':<8}{pin} {shown}"
+                      + _holds(store, info.adapter_id, forgotten))
+            if forgotten is None and infos:
+                print("(ingest is not running: which adapters hold a forgotten memory is not shown)")
             return 0
         case "show":
-            print(json.dumps(store.show(args.adapter_id), indent=2, default=str))
+            from services.trainer.forgets import honoured, unhonoured
+
+            manifest = store.show(args.adapter_id)
+            if args.json:
+                print(json.dumps(manifest, indent=2, default=str))
+                return 0
+            kept = honoured(manifest)
+            print(f"adapter {args.adapter_id}{' (current)' if manifest.get('current') else ''}: "
+                  f"verdict {manifest.get('verdict') or 'pending'}, created {str(manifest.get('created', ''))[:19]}")
+            print(f"honours forgets: {len(kept)} memor{'y' if len(kept) == 1 else 'ies'} forgotten before its "
+                  f"dataset was built" + (f" ({_some(kept)})" if kept else ""))
+            forgotten = _forgotten_ids(paths)
+            if forgotten is None:
+                print("holds forgotten: unknown (ingest is not running: start it with `circ up`)")
+            else:
+                held = unhonoured(store, args.adapter_id, forgotten, manifest)
+                print(f"holds forgotten: {len(held)}" + (f" ({_some(held)}): trained on memories forgotten since; "
+                                                         "the next night re-trains without them" if held else ""))
+            retrain = (manifest.get("dataset") or {}).get("retrain") if isinstance(manifest.get("dataset"), dict) else None
+            if isinstance(retrain, dict):
+                print(f"re-trained: {retrain.get('reason', '')}")
+            print(json.dumps(manifest, indent=2, default=str))
             return 0
         case "rollback":
             client = _trainer(paths)

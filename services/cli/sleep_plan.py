@@ -40,6 +40,8 @@ def dry_run(paths: Paths, args: argparse.Namespace) -> int:
     data.pop("request_id", None)
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
+    elif plan.nothing_to_learn and plan.retrain:
+        print(f"dry run: {plan.nothing_to_learn}.", file=sys.stderr)
     elif plan.nothing_to_learn:
         print(f"nothing to learn: {plan.nothing_to_learn}. Tell circadian something first.", file=sys.stderr)
     else:
@@ -58,8 +60,12 @@ def _duration(seconds: float) -> str:
 
 def render(p: dict[str, Any]) -> str:
     """The plan, for a person (``p`` is SleepPlan as builtins)."""
-    lines = [f"dry run: the next sleep would train on {p['memories']} new memories (after seq {p['since_seq']});"
-             " nothing was trained.",
+    lines = (["dry run: " + p["retrain"] + f": the next sleep re-trains its night from the base model on the "
+              f"{p['memories']} memories still remembered (after seq {p['since_seq']}); nothing was trained."]
+             if p.get("retrain") else
+             [f"dry run: the next sleep would train on {p['memories']} new memories (after seq {p['since_seq']});"
+              " nothing was trained."])
+    lines += [
              f"  memories by route  {_joined(p['routes'])}"
              + (f"  (left out: {_joined(p['excluded'], skip_zero=True)})" if any(p["excluded"].values()) else ""),
              f"  facts taught       {p['facts']}  (superseded {p['superseded']}, withheld {p['withheld']})",

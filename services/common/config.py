@@ -107,6 +107,15 @@ class TrainerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     steps: NonNegativeInt = 0
     epochs: PositiveFloat = 3.0
     max_steps: PositiveInt = 3000
+    # Learn until learned, then stop (services.trainer.stop_rule): the steps
+    # above become a cap; every ``stop_check_steps`` (0: twice an epoch) the
+    # night's facts are asked on one trained item each, and training stops
+    # once ``stop_learned_share`` of their values are the model's top choice,
+    # or the probe's loss has not improved for ``stop_patience`` checks.
+    stop_when_learned: bool = True
+    stop_check_steps: NonNegativeInt = 0
+    stop_learned_share: Annotated[float, Meta(gt=0, le=1)] = 1.0
+    stop_patience: Annotated[int, Meta(ge=1, le=100)] = 2
     rank: Annotated[int, Meta(ge=1, le=1024)] = 8
     # 1e-5 (x3 epochs): 80% of facts on held-out wording for -7.5 canary
     # points, +3.7% perplexity; 1e-4 learnt 90% but cost -30 points, +43%.
@@ -119,6 +128,12 @@ class TrainerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # Share of training items that are the base model's own replies to general
     # prompts (services.trainer.anchors): holds general ability in place.
     anchor_share: Share = 0.0
+    # What the night minimises (README "Does it remember?", "Distillation"):
+    # "sft" = cross-entropy on the question/answer pairs; "distill" = the
+    # adapter without the memories matches the bare model reading them in
+    # chat's recall prompt (KL on the answer tokens), plus KL to the bare
+    # model on the anchors (anchor_share of the items).
+    objective: Literal["sft", "distill"] = "sft"
     max_seq_len: Annotated[int, Meta(ge=32)] = 256
     # Weights the night trains on: auto (float32 copy + OpenBLAS on a CPU
     # backend, the stored 4-bit weights = QLoRA on Metal/CUDA), float32, or

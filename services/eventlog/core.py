@@ -25,7 +25,7 @@ from protocol.eventlog_api import (
 from protocol.service_api import ErrorReply, Ping
 from services.common.daemon import Readiness
 from services.lib.eventstore import store as store_mod
-from services.lib.eventstore.store import EventStore
+from services.lib.eventstore.store import EventStore, LogFull
 
 
 @dataclass
@@ -88,7 +88,15 @@ class EventlogCore:
         envelopes = [env for p in pending for env in p.request.events]
         try:
             results = self.store.append_batch(envelopes)
-        except Exception as exc:  # disk full, I/O error: tell every waiter, keep serving
+        except LogFull as exc:  # nothing of it was written: every waiter hears it, and can resend later
+            for p in pending:
+                outcome.replies.append((p.origin, ErrorReply(
+                    code="disk_full", request_id=p.request.request_id,
+                    message=f"{exc}; the event log committed none of these events (every event it "
+                            f"acknowledged before is kept): resend once there is space")))
+            outcome.error = exc
+            return outcome
+        except Exception as exc:  # an I/O error: tell every waiter, keep serving
             if len(pending) > 1:
                 # One poisoned request must not fail (or, for PUSHed appends,
                 # silently lose) the others that shared its transaction.

@@ -23,12 +23,13 @@ from protocol.events import ServiceStarted
 from protocol.service_api import ErrorReply
 from services.common.config import Config
 from services.common.daemon import VERSION, Readiness, ShutdownFlag, serve_daemon
+from services.common.entry import CONFIG_ERROR_EXIT, CONFIG_ERROR_HOLD_S
 from services.common.logging import get_logger
 from services.common.paths import Paths
 from services.common.router import Incoming, RouterServer, request_context
 from services.common.zmqio import bind_pub, bind_pull, bind_router
 from services.eventlog.core import EventlogCore, PendingAppend
-from services.lib.eventstore.store import EventStore
+from services.lib.eventstore.store import EventStore, LogDamaged
 
 log = get_logger("eventlog")
 
@@ -41,7 +42,9 @@ class EventlogServer:
         self.config = config
         self.ctx = ctx or zmq.Context.instance()
         self.readiness = Readiness("eventlog")
-        self.store = EventStore(paths.events_db, hash_chain=config.eventlog.hash_chain)
+        # check: a torn or corrupted page stops the start (LogDamaged, services.eventlog.proc.run)
+        # before anything is appended to a log whose B-tree can no longer be trusted.
+        self.store = EventStore(paths.events_db, hash_chain=config.eventlog.hash_chain, check=True)
         self.core = EventlogCore(self.store, self.readiness)
         self.pull = bind_pull(self.ctx, paths.endpoint("events.in"))
         self.router = bind_router(self.ctx, paths.endpoint("events.ctl"))
@@ -169,7 +172,16 @@ def _append_context(request: Any) -> dict[str, Any]:
 
 
 def run(paths: Paths, config: Config) -> int:
-    return serve_daemon("eventlog", paths, lambda: EventlogServer(paths, config), before_serve=lambda server: server.announce_start())
+    try:
+        return serve_daemon("eventlog", paths, lambda: EventlogServer(paths, config),
+                            before_serve=lambda server: server.announce_start())
+    except LogDamaged as exc:
+        # Restarting cannot mend the file: say what to do once, and exit with the code supervisord
+        # does not restart (as for a bad configuration), instead of a crash loop ending in FATAL.
+        log.error("eventlog.log_damaged", error=str(exc), db=str(exc.db_path))
+        print(f"eventlog: {exc}", file=sys.stderr)
+        time.sleep(CONFIG_ERROR_HOLD_S)
+        return CONFIG_ERROR_EXIT
 
 
 def main(argv: list[str] | None = None) -> int:

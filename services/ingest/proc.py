@@ -144,7 +144,7 @@ class IngestServer:
     def _attempt(self) -> None:
         """One try: load an embedder, open its index (or note that it must be rebuilt), get ready."""
         from services.ingest.embed import EmbedderUnavailable, load_embedder
-        from services.lib.memory.index import EmbedderMismatch, MemoryIndex
+        from services.lib.memory.index import EmbedderMismatch, IndexDamaged, MemoryIndex
 
         started = time.perf_counter()
         self.readiness.details.update(state="loading the embedder")
@@ -162,7 +162,20 @@ class IngestServer:
         if embedder.fallback_reason:
             log.warning("ingest.embedder_fallback", embedder=embedder.identity, reason=embedder.fallback_reason)
         try:
-            index = MemoryIndex(self.paths.memory, embedder.dim, embedder=embedder.identity)
+            # check: a torn or corrupted page of memories.db is found now, not at some later read.
+            index = MemoryIndex(self.paths.memory, embedder.dim, embedder=embedder.identity, check=True)
+        except IndexDamaged as exc:
+            # Derived state: rebuilt from the log, up to the last turn whose decision ingest logged
+            # (its own cursor is in the damaged file); later turns go through the consumer as usual.
+            from services.ingest.rebuild import last_decided_seq
+
+            exc.until_seq = last_decided_seq(self.paths)
+            self._mismatch = exc
+            self.problem = (f"rebuilding the memory index from the log: {exc.path} was damaged "
+                            f"({exc.problem}); recall is back when it is done")
+            self.readiness.details = {"state": "rebuilding", "embedder": embedder.name, "problem": self.problem}
+            log.error("ingest.index_damaged", db=str(exc.path), problem=exc.problem, until_seq=exc.until_seq)
+            return
         except EmbedderMismatch as exc:
             self._mismatch = exc
             self.problem = (f"rebuilding the memory index from the log for {embedder.identity} (it was built by "
@@ -187,7 +200,8 @@ class IngestServer:
         details = {"memories": str(index.stats().get("memories", 0)), "cursor_seq": str(self.core.cursor),
                    "load_s": f"{time.perf_counter() - started:.2f}", "state": "ready",
                    "embedder": embedder.name, "embedder_identity": embedder.identity,
-                   "embedder_dim": str(embedder.dim), "embedder_description": embedder.description}
+                   "embedder_dim": str(embedder.dim), "embedder_description": embedder.description,
+                   "index": f"{index.status.action}: {index.status.reason}"}
         if embedder.fallback_reason:
             details["embedder_fallback_reason"] = embedder.fallback_reason[:500]
         details.update(extra)
@@ -235,7 +249,9 @@ class IngestServer:
 
         started = time.perf_counter()
         mismatch, embedder = self._mismatch, self.embedder
-        until = int(read_meta(self.paths.memory).get("cursor_seq", "0") or 0)
+        until = getattr(mismatch, "until_seq", None)
+        if until is None:
+            until = int(read_meta(self.paths.memory).get("cursor_seq", "0") or 0)
         target = self.paths.data / REBUILD_DIR
 
         def on_event(seq: int, head: int) -> None:
@@ -260,7 +276,8 @@ class IngestServer:
                           time.perf_counter() - started)
             return
         self._mismatch = None
-        note = (f"rebuilt from the log for this embedder (was {mismatch.stored}): {handled} events up to seq "
+        why = "the old one was damaged" if hasattr(mismatch, "until_seq") else f"for this embedder (was {mismatch.stored})"
+        note = (f"rebuilt from the log, {why}: {handled} events up to seq "
                 f"{until} in {time.perf_counter() - started:.1f} s")
         log.info("ingest.index_rebuilt", detail=note)
         self._activate(index, started, {"index": note})

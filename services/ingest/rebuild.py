@@ -19,6 +19,7 @@ build beside ``data/memory`` and swap the result in by renaming.
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,20 @@ PAGE = 2000
 def logged_decisions(conn, head: int) -> dict[int, object]:  # noqa: ANN001 - sqlite3.Connection
     """turn seq -> the decision event ingest logged for it (decisions are deduplicated by msg_id)."""
     return {env.body.turn_seq: env.body for env in logged_envelopes(db_pager(conn), DECISION_TYPES, until_seq=head, page=PAGE)}
+
+
+def last_decided_seq(paths: Paths) -> int:
+    """The newest turn whose decision ingest logged (0 if none): how far a rebuild can follow the log
+    without deciding anything itself (read-only, from the file)."""
+    try:
+        conn = connect(paths.events_db, readonly=True)
+    except sqlite3.Error:
+        return 0  # no log yet: nothing was decided
+    try:
+        head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+        return max(logged_decisions(conn, head), default=0)
+    finally:
+        conn.close()
 
 
 def replaying_router(decisions: dict[int, object], live_router):  # noqa: ANN001, ANN201

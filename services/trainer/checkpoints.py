@@ -39,14 +39,17 @@ def save_weights_atomic(path: Path, weights: dict[str, Any], metadata: dict[str,
 
 
 def write_checkpoint(out_dir: Path, step: int, weights: dict[str, Any], key: dict[str, Any],
-                     curve: list[list[float]] | None = None) -> Path:
-    """The weights, then an index naming them (the commit point), then old weights go."""
+                     curve: list[list[float]] | None = None, checks: list[list[float]] | None = None) -> Path:
+    """The weights, then an index naming them (the commit point), then old weights go.
+
+    ``checks``: the stop rule's checks so far (services.trainer.stop_rule), so a resumed run decides the same.
+    """
     directory = out_dir / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step-{step:07d}.safetensors"
     save_weights_atomic(path, weights)
     index = {"step": step, "file": path.name, "sha256": file_sha256(path), "key": key, "ts": time.time(),
-             "loss_curve": curve or []}
+             "loss_curve": curve or [], "checks": checks or []}
     write_atomic(directory / CHECKPOINT_INDEX, json.dumps(index, indent=2).encode(), mode=0o644)
     for old in directory.glob("step-*.safetensors"):  # keep the one the index names
         if old.name != path.name:
@@ -85,7 +88,9 @@ def finished_summary(out_dir: Path, key_params: TrainParams, data_dir: Path) -> 
     except (OSError, ValueError):
         return None
     key = summary.get("key", {})
-    same = (isinstance(key, dict) and summary.get("steps") == key_params.steps
+    stop = summary.get("stop_key", {"steps": summary.get("steps")})  # older summaries: a fixed step count
+    wanted = key_params.stop_key() if "stop_key" in summary else {"steps": key_params.steps}
+    same = (isinstance(key, dict) and stop == wanted
             and all(key.get(k) == v for k, v in key_params.trajectory_key().items())
             and key.get("data_sha256") == data_fingerprint(data_dir))
     complete = (out_dir / ADAPTER_FILE).is_file() and (out_dir / CONFIG_FILE).is_file()

@@ -42,6 +42,10 @@ What gets taught (DESIGN.md, "Memory quality"):
   ``replay_pool``) are mixed in as given, except those that teach a
   (subject, relation) stated again tonight (superseded: replaying them would
   teach the old value) and those whose source memories are forgotten.
+* **Teacher context.** A question/answer example carries ``context``: the
+  texts of the memories its fact came from (as chat recalls them), kept in
+  train.jsonl and in the replay pool. The ``distill`` objective's teacher
+  reads them in chat's recall prompt; ``sft`` ignores the field.
 
 Evaluation items (``protocol.trainer_api.EvalItem``):
 
@@ -387,9 +391,14 @@ def _stated_facts(selection: _Selection) -> list[tuple[Fact, bool]]:
 
 
 def _qa_examples(taught: list[_Taught], system: str, *, phrasings: int, seed: int,
-                 paraphraser: Paraphraser | None, max_paraphrases: int,
+                 paraphraser: Paraphraser | None, max_paraphrases: int, texts: dict[str, str],
                  ) -> tuple[list[dict], dict[tuple[str, str], set[str]], dict[str, int]]:
-    """(examples with their source, the normalised questions trained per key, paraphrase counts)."""
+    """(examples with their source, the normalised questions trained per key, paraphrase counts).
+
+    Each example's ``context`` is the text of the memories its fact came
+    from: what chat would recall into the prompt, and what the distillation
+    teacher reads (services/trainer/distill.py; the SFT objective ignores it).
+    """
     stats = {"kept": 0, "rejected": 0, "errors": 0}
     examples: list[dict] = []
     trained_questions: dict[tuple[str, str], set[str]] = {}
@@ -397,8 +406,9 @@ def _qa_examples(taught: list[_Taught], system: str, *, phrasings: int, seed: in
         pairs = _qa_pairs(entry.fact, phrasings=phrasings, seed=seed, paraphraser=paraphraser,
                           max_paraphrases=max_paraphrases, stats=stats)
         trained_questions[entry.fact.key] = {normalize(q) for q, _ in pairs}
+        context = [texts[mid] for mid in entry.memory_ids if texts.get(mid)]
         for q, a in pairs:
-            examples.append({**chat_example(system, q, a),
+            examples.append({**chat_example(system, q, a), "context": context,
                              "source": {"kind": "qa", "fact": list(entry.fact.key),
                                         "memory_ids": entry.memory_ids, "seqs": entry.seqs}})
     return examples, trained_questions, stats
@@ -446,10 +456,12 @@ def _identity(identity_examples: list[dict] | None, system: str) -> list[dict]:
 
 
 def _replayed(replay: Sequence[dict], stated_keys: set[tuple[str, str]], gone: set[str],
-              ) -> tuple[list[dict], dict[str, int]]:
-    """Earlier nights' examples still worth teaching, and how many were dropped, by reason."""
+              ) -> tuple[list[dict], dict[str, int], set[str]]:
+    """Earlier nights' examples still worth teaching, how many were dropped by reason, and the
+    memory ids the kept ones came from (what the adapter will hold: services/trainer/forgets.py)."""
     dropped = {"invalid": 0, "superseded": 0, "forgotten": 0}
     kept: list[dict] = []
+    sources: set[str] = set()
     for item in replay:
         if not _valid_chat(item):
             dropped["invalid"] += 1
@@ -462,15 +474,24 @@ def _replayed(replay: Sequence[dict], stated_keys: set[tuple[str, str]], gone: s
         if gone & set(source.get("memory_ids") or ()):
             dropped["forgotten"] += 1
             continue
-        kept.append({"messages": item["messages"]})
-    return kept, dropped
+        kept.append(_trained_fields(item))
+        sources.update(str(m) for m in source.get("memory_ids") or () if isinstance(m, str))
+    return kept, dropped, sources
+
+
+def _trained_fields(example: dict) -> dict:
+    """What train.jsonl keeps of an example: its messages, and its teacher context when it has one."""
+    context = example.get("context")
+    if isinstance(context, list) and context and all(isinstance(c, str) for c in context):
+        return {"messages": example["messages"], "context": context}
+    return {"messages": example["messages"]}
 
 
 def _shuffled(new_examples: list[dict], identity: list[dict], replayed: list[dict],
               seed: int) -> tuple[list[dict], dict[str, int]]:
     """train.jsonl's examples in their seeded order, and how many of each kind."""
     kinds = [e["source"]["kind"] for e in new_examples] + ["identity"] * len(identity) + ["replay"] * len(replayed)
-    examples = [{"messages": e["messages"]} for e in new_examples] + identity + replayed
+    examples = [_trained_fields(e) for e in new_examples] + identity + replayed
     order = list(range(len(examples)))
     random.Random(stable_seed("shuffle", seed)).shuffle(order)
     counts = {kind: sum(1 for k in kinds if k == kind) for kind in KINDS}
@@ -489,6 +510,7 @@ class _Night:
     chat_skipped: dict[str, int]
     paraphrases: dict[str, int]
     replay_dropped: dict[str, int]
+    replayed_ids: set[str] = field(default_factory=set)
 
 
 def _manifest(night: _Night, examples: list[dict], counts: dict[str, int], eval_counts: tuple[int, int], *,
@@ -510,6 +532,11 @@ def _manifest(night: _Night, examples: list[dict], counts: dict[str, int], eval_
         "chat_skipped": night.chat_skipped,
         "paraphrases": night.paraphrases,
         "replay_dropped": night.replay_dropped,
+        # Forgets reach the weights (services/trainer/forgets.py): the memories the replayed
+        # examples came from, and every memory forgotten before this dataset was built (none of
+        # its examples came from one).
+        "replayed_memory_ids": sorted(night.replayed_ids),
+        "honours_forgets": sorted(sel.gone),
         "eval": {"facts": eval_counts[0], "false": eval_counts[1], "abstain": ABSTAIN},
         "phrasings": phrasings,
         "max_paraphrases": max_paraphrases,
@@ -544,10 +571,11 @@ def build_dataset(memories: list[MemoryRecord], *, replay: Sequence[dict] = (),
     stated_keys = {fact.key for fact, _ in stated}
     taught, superseded, withheld = _resolve(stated)
     qa, trained_questions, paraphrases = _qa_examples(taught, system, phrasings=phrasings, seed=seed,
-                                                      paraphraser=paraphraser, max_paraphrases=max_paraphrases)
+                                                      paraphraser=paraphraser, max_paraphrases=max_paraphrases,
+                                                      texts={m.memory_id: m.text.strip() for m in selection.eligible})
     chat, chat_ids, chat_skipped = _chat_examples(selection, stated, turns, system)
     new_examples = qa + chat  # with "source", for the replay pool
-    replayed, replay_dropped = _replayed(replay, stated_keys, selection.gone)
+    replayed, replay_dropped, replayed_ids = _replayed(replay, stated_keys, selection.gone)
     examples, counts = _shuffled(new_examples, _identity(identity_examples, system), replayed, seed)
 
     known = {(k.key if isinstance(k, Fact) else (str(k[0]).lower(), str(k[1]))) for k in known_facts}
@@ -557,7 +585,7 @@ def build_dataset(memories: list[MemoryRecord], *, replay: Sequence[dict] = (),
     taught_ids = {mid for entry in taught for mid in entry.memory_ids} | chat_ids
     night = _Night(selection=selection, taught=taught, superseded=superseded, withheld=withheld,
                    taught_ids=taught_ids, chat_skipped=chat_skipped, paraphrases=paraphrases,
-                   replay_dropped=replay_dropped)
+                   replay_dropped=replay_dropped, replayed_ids=replayed_ids)
     manifest = _manifest(night, examples, counts, (len(eval_facts), len(false_facts)), phrasings=phrasings,
                          max_paraphrases=max_paraphrases if paraphraser is not None else 0, seed=seed,
                          system=system)

@@ -22,7 +22,7 @@ from services.common.paths import Paths
 
 
 class LastTurnCursor:
-    """The consumer's cursor, and the wall-clock time of the newest turn it has seen."""
+    """The consumer's cursor, and the wall-clock time of the newest turn (by seq) it has seen."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -41,7 +41,11 @@ class LastTurnCursor:
         write_atomic(self.path, json.dumps({"seq": seq, "ts": self.ts}).encode())
 
     def saw(self, env: Envelope) -> None:
-        self.ts = env.ts if self.ts is None else max(self.ts, env.ts)
+        # The newest turn by seq (the consumer hands them over in seq order), not the largest ts:
+        # after the clock was set back, a later turn carries an earlier ts, and the largest would
+        # hide it (the user would look idle since before they last spoke, and a spell already
+        # slept would never end: tests/test_faults.py).
+        self.ts = env.ts
 
 
 class LastTurn:

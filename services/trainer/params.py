@@ -15,6 +15,7 @@ from __future__ import annotations
 import msgspec
 
 COMPUTE_CHOICES = ("auto", "float32", "quantized")
+OBJECTIVES = ("sft", "distill")
 
 
 class TrainParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -60,6 +61,24 @@ class TrainParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # Share of the training items that are self-distilled anchors (the base
     # model's own replies to general prompts, services.trainer.anchors); 0: none.
     anchor_share: float = 0.0
+    # "sft": cross-entropy on the answers. "distill": on an example that
+    # carries its memories (``context``), KL(teacher || student) over the
+    # answer tokens, the teacher being the bare model reading the memories in
+    # chat's recall prompt; the anchors are matched to the bare model's
+    # distribution (services.trainer.distill, services.trainer.losses).
+    objective: str = "sft"
+    # The teacher's top-k tokens kept per answer position (the rest: one bucket).
+    distill_top_k: int = 32
+    # The stop rule (services.trainer.stop_rule): stop once the night's facts
+    # are learned (their value the top choice on the probe, probe.jsonl) or
+    # the probe's loss plateaus; ``steps`` is then the cap. Off: train ``steps``.
+    early_stop: bool = False
+    # Steps between two checks; 0: twice an epoch.
+    check_every: int = 0
+    # The share of the probe's facts that must be learned to stop.
+    learned_share: float = 1.0
+    # Checks without the probe loss improving before it counts as a plateau.
+    patience: int = 2
 
     def __post_init__(self) -> None:
         problems = []
@@ -81,6 +100,14 @@ class TrainParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             problems.append("steps_per_report and steps_per_checkpoint must be >= 1")
         if not 0.0 <= self.anchor_share <= 0.9:
             problems.append("anchor_share must be in [0, 0.9]")
+        if self.objective not in OBJECTIVES:
+            problems.append(f"objective must be one of {', '.join(OBJECTIVES)}")
+        if not 1 <= self.distill_top_k <= 1024:
+            problems.append("distill_top_k must be in [1, 1024]")
+        if self.check_every < 0 or self.patience < 1:
+            problems.append("check_every must be >= 0 (0: twice an epoch) and patience >= 1")
+        if not 0.0 < self.learned_share <= 1.0:
+            problems.append("learned_share must be in (0, 1]")
         if self.compute not in COMPUTE_CHOICES:
             problems.append(f"compute must be one of {', '.join(COMPUTE_CHOICES)}")
         if problems:
@@ -95,7 +122,11 @@ class TrainParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         resumable under the same ones; ``steps`` may grow, reporting may change)."""
         return {k: getattr(self, k) for k in (
             "rank", "scale", "dropout", "num_layers", "lr", "batch_size",
-            "max_seq_len", "mask_prompt", "seed", "anchor_share")}
+            "max_seq_len", "mask_prompt", "seed", "anchor_share", "objective", "distill_top_k")}
+
+    def stop_key(self) -> dict[str, object]:
+        """The fields that decide where the run stops (a finished run is reused only under the same ones)."""
+        return {k: getattr(self, k) for k in ("steps", "early_stop", "check_every", "learned_share", "patience")}
 
     def to_json(self) -> str:
         return msgspec.json.encode(self).decode()

@@ -123,8 +123,11 @@ def plan_sleep(paths: Paths, config: Config, *, steps: int | None = None, reques
     except SleepFailed as exc:
         raise PlanUnavailable(str(exc)) from None
     current = sleep.store.current()
+    retrain = sleep.retrain_reason(since, forgotten)
     if not memories:
-        return SleepPlan(request_id=request_id, nothing_to_learn=nothing_new(since), since_seq=since,
+        why = (f"{retrain}, and nothing of its night is left to learn: the sleep would roll back to the newest "
+               "adapter that holds none of the forgotten memories (or the base model)") if retrain else nothing_new(since)
+        return SleepPlan(request_id=request_id, nothing_to_learn=why, since_seq=since, retrain=retrain,
                          current_adapter=current, forgotten_memories=len(forgotten))
     options = sleep.dataset_options(forgotten)
     t = config.trainer
@@ -135,7 +138,7 @@ def plan_sleep(paths: Paths, config: Config, *, steps: int | None = None, reques
     pool = sleep.replay_pool()
     dataset = sleep.compose(memories, options, pool)
     if not dataset.examples:
-        return SleepPlan(request_id=request_id, nothing_to_learn=NO_EXAMPLES, since_seq=since,
+        return SleepPlan(request_id=request_id, nothing_to_learn=NO_EXAMPLES, since_seq=since, retrain=retrain,
                          memories=len(memories), current_adapter=current, forgotten_memories=len(forgotten))
     manifest = dataset.manifest
     examples = len(dataset.examples)
@@ -161,7 +164,8 @@ def plan_sleep(paths: Paths, config: Config, *, steps: int | None = None, reques
         forgotten_memories=len(forgotten),
         forgets_remove=forgets_remove(pool, forgotten) + int(manifest.get("excluded", {}).get("forgotten", 0)),
         forgotten_in_current=len(trained_on & forgotten),
-        eval_facts=len(dataset.eval_facts), false_facts=len(dataset.false_facts), current_adapter=current)
+        eval_facts=len(dataset.eval_facts), false_facts=len(dataset.false_facts), current_adapter=current,
+        retrain=retrain)
     _write(paths, directory, dataset, plan, save_dataset)
     return plan
 

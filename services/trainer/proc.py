@@ -48,7 +48,7 @@ SCHEDULE_CHECK_S = 30.0
 class TrainerServer:
     def __init__(self, paths: Paths, config: Config, ctx: zmq.Context | None = None) -> None:
         from services.lib.adapters.store import AdapterStore
-        from services.trainer.schedule import NightLedger, parse_window
+        from services.trainer.schedule import NightLedger, SleepScheduler, parse_window
 
         self.paths = paths
         self.config = config
@@ -67,7 +67,8 @@ class TrainerServer:
         # The night of the last scheduled sleep, on disk: a restart or a rejected night inside the
         # window must not sleep again that night.
         self.nights = NightLedger(paths.state / "trainer-schedule.json")
-        self.idle_slept_after: float | None = None  # the last turn's ts when an idle sleep began
+        self.scheduler = SleepScheduler(self.window, self.nights, min_new=config.trainer.min_new_memories,
+                                        idle_minutes=config.trainer.idle_minutes)
         self.memories = IngestMemories(paths, ctx=self.ctx)  # main thread only (the schedule check)
         self.last_turn = LastTurn(paths, ctx=self.ctx)
         self.core = TrainerCore(self.readiness, self.store,
@@ -165,31 +166,31 @@ class TrainerServer:
         since = int(self.store.show(current).get("dataset", {}).get("max_seq", 0)) if current else 0
         return self.memories.count_trainable(after_seq=since)
 
+    def _unhonoured_forgets(self) -> int:
+        """Forgotten memories the serving adapter still holds: the next night re-trains for them."""
+        from services.trainer.forgets import unhonoured
+
+        current = self.store.current()
+        return len(unhonoured(self.store, current, self.memories.forgotten_ids())) if current else 0
+
     def _last_turn_ts(self) -> float | None:
         return self.last_turn.ts()
 
     def _maybe_sleep(self) -> None:
-        from services.trainer.schedule import sleep_trigger
-
         if self._sleeping():
             return
         now = dt.datetime.now().astimezone()  # aware local time: DST changes keep their meaning
         try:
-            last_turn = self._last_turn_ts()
             # One idle sleep per idle spell: a rejected one must not start again until the user
-            # has said something new.
-            idle_s = None if last_turn is None or last_turn == self.idle_slept_after else time.time() - last_turn
-            trigger = sleep_trigger(now=now, window=self.window, new_memories=self._new_trainable(),
-                                    min_new=self.config.trainer.min_new_memories, idle_s=idle_s,
-                                    idle_minutes=self.config.trainer.idle_minutes,
-                                    last_night=self.nights.last_night())
+            # has said something new (services.trainer.schedule.SleepScheduler, clocks passed in).
+            decided = self.scheduler.decide(now=now, wall_s=time.time(), last_turn_ts=self._last_turn_ts(),
+                                            new_memories=self._new_trainable(),
+                                            unhonoured_forgets=self._unhonoured_forgets())
         except Exception as exc:
             log.warning("trainer.schedule_check_failed", error=str(exc))
             return
-        if trigger == "idle":
-            self.idle_slept_after = last_turn
-        if trigger is not None:
-            night = self.window.opened_on(now) if trigger == "schedule" and self.window else None
+        if decided is not None:
+            trigger, night = decided
             self._start_sleep(trigger, None, night=night)
 
     def _emit_on_own_client(self, body: Any) -> int:

@@ -24,17 +24,21 @@ from pathlib import Path
 from services.common.atomic import write_atomic
 from services.common.clock_window import Window, WindowError, parse_window
 
-__all__ = ["NightLedger", "Window", "WindowError", "parse_window", "sleep_trigger"]
+__all__ = ["NightLedger", "SleepScheduler", "Window", "WindowError", "parse_window", "sleep_trigger"]
 
 
 def sleep_trigger(*, now: dt.datetime, window: Window | None, new_memories: int, min_new: int,
-                  idle_s: float | None, idle_minutes: int, last_night: dt.date | None) -> str | None:
+                  idle_s: float | None, idle_minutes: int, last_night: dt.date | None,
+                  unhonoured_forgets: int = 0) -> str | None:
     """'schedule', 'idle' or None: whether a sleep should start now.
 
     ``last_night`` is the night (the date its window opened) of the last
     scheduled sleep; a night sleeps by schedule once, whatever its verdict.
+    ``unhonoured_forgets``: forgotten memories the serving adapter still holds
+    (services/trainer/forgets.py); any makes the night sleep, new memories or
+    not, so that the weights forget them too.
     """
-    if new_memories < max(1, min_new):
+    if new_memories < max(1, min_new) and unhonoured_forgets < 1:
         return None
     if window is not None:
         night = window.opened_on(now)
@@ -43,6 +47,39 @@ def sleep_trigger(*, now: dt.datetime, window: Window | None, new_memories: int,
     if idle_minutes > 0 and idle_s is not None and idle_s >= idle_minutes * 60:
         return "idle"
     return None
+
+
+class SleepScheduler:
+    """The trainer's schedule check (every 30 s), with the clocks passed in, so a test can move them.
+
+    The daemon passes ``now = datetime.now().astimezone()`` and ``wall_s =
+    time.time()``; it asks only while no sleep runs, and records a scheduled
+    night in the ledger once that night has a verdict. Set back, the clock
+    cannot repeat a night: the night is named by the date its window opened
+    on and the ledger already holds it. Idle time is measured from the newest
+    turn by seq (services.trainer.last_turn), never below zero, and one idle
+    spell (the same last turn) sleeps once.
+    """
+
+    def __init__(self, window: Window | None, ledger: NightLedger, *, min_new: int, idle_minutes: int) -> None:
+        self.window, self.ledger = window, ledger
+        self.min_new, self.idle_minutes = min_new, idle_minutes
+        self.idle_slept_after: float | None = None  # the last turn's ts when an idle sleep began
+
+    def decide(self, *, now: dt.datetime, wall_s: float, last_turn_ts: float | None,
+               new_memories: int, unhonoured_forgets: int = 0) -> tuple[str, dt.date | None] | None:
+        """(trigger, night) for a sleep to start now, or None; ``night`` only for a scheduled one."""
+        idle_s = (None if last_turn_ts is None or last_turn_ts == self.idle_slept_after
+                  else max(0.0, wall_s - last_turn_ts))
+        trigger = sleep_trigger(now=now, window=self.window, new_memories=new_memories, min_new=self.min_new,
+                                idle_s=idle_s, idle_minutes=self.idle_minutes, last_night=self.ledger.last_night(),
+                                unhonoured_forgets=unhonoured_forgets)
+        if trigger is None:
+            return None
+        if trigger == "idle":
+            self.idle_slept_after = last_turn_ts
+        night = self.window.opened_on(now) if trigger == "schedule" and self.window else None
+        return trigger, night
 
 
 class NightLedger:

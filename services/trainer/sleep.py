@@ -75,7 +75,8 @@ def new_sleep_ids(store: Any) -> tuple[str, str]:
 
 class Sleep:
     def __init__(self, paths: Paths, config: Config, state: SleepState, *, emit: EmitFn,
-                 evaluate: EvaluateFn, should_stop: Callable[[], bool], steps: int | None = None) -> None:
+                 evaluate: EvaluateFn, should_stop: Callable[[], bool], steps: int | None = None,
+                 forgotten_now: Callable[[], set[str]] | None = None) -> None:
         from services.lib.adapters.store import AdapterStore
 
         self.paths = paths
@@ -88,6 +89,10 @@ class Sleep:
         self.steps = steps or config.trainer.steps or None
         self.store = AdapterStore(paths.adapters)
         self.paraphrased_by = ""  # set while the dataset is built
+        self.retrain = ""  # why this night re-trains the serving adapter's night (services/trainer/forgets.py)
+        self._built_forgotten: set[str] = set()  # the forgotten memory ids its dataset was built without
+        # Every forgotten memory id now (default: asked of ingest); checked again before promoting.
+        self.forgotten_now = forgotten_now or self._forgotten_now
 
     def run(self) -> str:
         """Run the sleep; returns the verdict: promote, reject or failed (events tell the rest)."""
@@ -101,6 +106,12 @@ class Sleep:
             self.state.state, self.state.error, verdict = "idle", str(exc), "failed"
             log.exception("trainer.sleep_crashed")
             self.emit(TrainingFailed(sleep_id=self.state.sleep_id, stage="internal", error=f"{type(exc).__name__}: {exc}"))
+        if verdict != "promote" and self.retrain and not self.should_stop():
+            # Forgetting must not wait on a gate or a failed run: the serving adapter holds what was forgotten.
+            try:
+                self._fall_back_if_held()
+            except Exception:
+                log.exception("trainer.forget_rollback_failed")
         self.state.verdict = verdict
         self.state.state = "idle"
         return verdict
@@ -192,15 +203,81 @@ class Sleep:
 
     # -- the dataset, in steps `circ sleep --dry-run` (services.trainer.plan) shares ------------
     def gather(self) -> tuple[int, list, set[str]]:
-        """(since_seq, the trainable memories after it, every forgotten memory id), asked of ingest."""
+        """(since_seq, the trainable memories after it, every forgotten memory id), asked of ingest.
+
+        With nothing new and a serving adapter that holds a forgotten memory, the
+        memories are that adapter's own night again, minus the forgotten
+        (services/trainer/forgets.py): ``since_seq`` is then the adapter's own.
+        """
+        from services.trainer.forgets import decide
         from services.trainer.memories import IngestMemories, MemoriesUnavailable
 
         since = self._previous_max_seq()
         try:
             with IngestMemories(self.paths) as ingest:
-                return since, ingest.trainable(after_seq=since), ingest.forgotten_ids()
+                memories, forgotten = ingest.trainable(after_seq=since), ingest.forgotten_ids()
+                decision = decide(self.store, forgotten, has_new=bool(memories))
+                if decision.retrain:
+                    since, memories = decision.since, ingest.trainable(after_seq=decision.since)
+                return since, memories, forgotten
         except MemoriesUnavailable as exc:
             raise SleepFailed("dataset", f"{exc}; start ingest with `circ up` and sleep again") from None
+
+    def retrain_reason(self, since: int, forgotten: set[str]) -> str:
+        """Why this night re-trains the serving adapter's night ("" for an ordinary night)."""
+        from services.trainer.forgets import retrain_reason, unhonoured
+
+        current = self.store.current()
+        if current is None or since >= self._previous_max_seq():
+            return ""
+        held = unhonoured(self.store, current, forgotten)
+        return retrain_reason(held, current) if held else ""
+
+    def _forgotten_now(self) -> set[str]:
+        """Every forgotten memory id, asked of ingest again (a forget can come during the night)."""
+        from services.trainer.memories import IngestMemories
+
+        with IngestMemories(self.paths) as ingest:
+            return ingest.forgotten_ids()
+
+    def _forgotten_or_empty(self) -> set[str]:
+        try:
+            return self.forgotten_now()
+        except Exception as exc:  # ingest gone: fall back as far as the forgets known at the build
+            log.warning("trainer.forgotten_unavailable", error=str(exc))
+            return set(self._built_forgotten)
+
+    def _forgets_since_built(self) -> list[str] | None:
+        """Forgotten memories the candidate was trained on, asked now (a forget may have come while
+        it trained); None when ingest cannot say (the candidate is then not promoted: fail closed)."""
+        from services.trainer.forgets import unhonoured
+
+        try:
+            forgotten = self.forgotten_now()
+        except Exception as exc:
+            log.warning("trainer.forgotten_unavailable", error=str(exc))
+            return None
+        return unhonoured(self.store, self.state.adapter_id, forgotten)
+
+    def _fall_back_if_held(self) -> None:
+        from services.trainer.forgets import unhonoured
+
+        forgotten = self._forgotten_or_empty()
+        if unhonoured(self.store, self.store.current(), forgotten):
+            self._fall_back(forgotten, self.retrain)
+
+    def _fall_back(self, forgotten: set[str], why: str) -> str | None:
+        """Stop serving an adapter that holds a forgotten memory: roll back to the newest one that
+        holds none (or the base model), logged as ``adapter.rolled_back``; returns the new current."""
+        from protocol.events import AdapterRolledBack
+        from services.trainer.forgets import clean_fallback
+
+        previous = self.store.current()
+        target = clean_fallback(self.store, forgotten)
+        new = self.store.rollback(target) if target else self.store.rollback("none")
+        log.warning("trainer.forget_rollback", previous=previous, current=new, why=why)
+        self.emit(AdapterRolledBack(adapter_id=new, previous_id=previous))
+        return new
 
     def dataset_options(self, forgotten: set[str]) -> dict:
         """build_dataset's keyword arguments for this night, before any paraphraser."""
@@ -227,8 +304,18 @@ class Sleep:
 
     def _build_dataset(self) -> tuple[Any, dict]:
         from services.trainer.dataset import save_dataset
+        from services.trainer.stop_rule import write_probe
 
         since, memories, forgotten = self.gather()
+        self.retrain = self.retrain_reason(since, forgotten)
+        self._built_forgotten = set(forgotten)
+        if self.retrain:
+            log.info("trainer.retrain", reason=self.retrain, since_seq=since, memories=len(memories))
+        if not memories and self.retrain:
+            # Nothing of the serving adapter's night is left to re-train: run() goes back to one that honours.
+            raise SleepFailed("dataset", f"{self.retrain}, and nothing of its night is left to learn: rolling back "
+                                         "to the newest adapter that holds none of the forgotten memories "
+                                         "(or the base model)")
         if not memories:
             raise SleepFailed("dataset", nothing_new(since))
         options = self.dataset_options(forgotten)
@@ -242,10 +329,14 @@ class Sleep:
             raise SleepFailed("dataset", NO_EXAMPLES)
         staging = self.store.stage(self.state.adapter_id)
         save_dataset(dataset, staging / "dataset")
+        write_probe(dataset, staging / "dataset")  # the stop rule's questions: one trained item per fact
         (staging / "replay.jsonl").write_text("".join(json.dumps(e) + "\n" for e in dataset.replay_pool))
         manifest = dict(dataset.manifest)
-        manifest["max_seq"] = max(m.seq for m in memories)
+        # A re-train never moves the next night's starting point back (its last memory may be forgotten).
+        manifest["max_seq"] = max([m.seq for m in memories] + ([self._previous_max_seq()] if self.retrain else []))
         manifest["since_seq"] = since
+        if self.retrain:
+            manifest["retrain"] = {"reason": self.retrain, "replaces": self.store.current()}
         # Who wrote the rewordings: "teacher host:port", "model NAME", or "" (templates only).
         manifest["paraphrased_by"] = self.paraphrased_by
         counts = {k: int(v) for k, v in manifest.get("counts", {}).items()}
@@ -351,7 +442,9 @@ class Sleep:
         t = self.config.trainer
         return TrainParams(rank=t.rank, lr=t.learning_rate, scale=t.lora_scale, batch_size=t.batch_size,
                            num_layers=t.num_layers, steps=self.steps, max_seq_len=t.max_seq_len,
-                           anchor_share=t.anchor_share, compute=t.compute)
+                           anchor_share=t.anchor_share, compute=t.compute, objective=t.objective,
+                           early_stop=t.stop_when_learned, check_every=t.stop_check_steps,
+                           learned_share=t.stop_learned_share, patience=t.stop_patience)
 
     def _train(self, manifest: dict) -> None:
         from services.common.paths import resolve_model_dir
@@ -376,13 +469,17 @@ class Sleep:
                             on_progress=on_progress, should_stop=self.should_stop, anchor_cache=anchor_cache_dir())
         if not result.ok:
             raise SleepFailed("memory" if result.exit_code == 3 else "train", result.error or "training failed")
+        done = result.summary
+        stopped = {"planned": self.steps, "run": int(done.get("steps") or self.state.step),
+                   "stopped_because": str(done.get("stopped_because") or "cap")}
         manifest_out = {"dataset": manifest, "train": _builtins(params), "sleep_id": self.state.sleep_id,
-                        "trigger": self.state.trigger, "final_loss": self.state.loss}
+                        "trigger": self.state.trigger, "final_loss": self.state.loss, "steps": stopped}
         self.state.state = "saving"
         self.store.commit(self.state.adapter_id, manifest_out)
         self.emit(TrainingFinished(sleep_id=self.state.sleep_id, adapter_id=self.state.adapter_id,
-                                   steps=self.state.step, final_loss=round(self.state.loss, 4),
-                                   duration_s=round(time.monotonic() - started, 1)))
+                                   steps=stopped["run"], final_loss=round(self.state.loss, 4),
+                                   duration_s=round(time.monotonic() - started, 1),
+                                   steps_planned=stopped["planned"], stopped_because=stopped["stopped_because"]))
 
     def _judge(self, dataset: Any) -> str:
         self.state.state = "evaluating"
@@ -400,9 +497,18 @@ class Sleep:
             self.emit(AdapterRejected(adapter_id=self.state.adapter_id, reasons=[reason]))
             return "reject"
         self.store.update_manifest(self.state.adapter_id, "evaluation", _builtins(evaluation))
-        self.store.update_manifest(self.state.adapter_id, "verdict", evaluation.verdict)
-        if evaluation.verdict != "promote":
-            self.emit(AdapterRejected(adapter_id=self.state.adapter_id, reasons=list(evaluation.reasons)))
+        reasons = list(evaluation.reasons)
+        forgotten = self._forgets_since_built() if evaluation.verdict == "promote" else []
+        if forgotten is None:
+            reasons.append("could not ask ingest which memories were forgotten while it trained; "
+                           "start ingest with `circ up` and sleep again")
+        elif forgotten:
+            reasons.append(f"{len(forgotten)} memor{'y' if len(forgotten) == 1 else 'ies'} it was trained on "
+                           "were forgotten during the night; the next night re-trains without them")
+        verdict = "promote" if evaluation.verdict == "promote" and forgotten == [] else "reject"
+        self.store.update_manifest(self.state.adapter_id, "verdict", verdict)
+        if verdict != "promote":
+            self.emit(AdapterRejected(adapter_id=self.state.adapter_id, reasons=reasons))
             return "reject"
         self.state.state = "promoting"
         self.store.promote(self.state.adapter_id)

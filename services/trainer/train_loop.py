@@ -30,7 +30,9 @@ from services.trainer.checkpoints import (
     save_weights_atomic,
     write_checkpoint,
 )
+from services.trainer.losses import distill_loss
 from services.trainer.params import TrainParams
+from services.trainer.stop_rule import check_every, decide, read_probe, value_rows
 from services.trainer.train_data import data_fingerprint, example_order
 from services.trainer.worker_io import EXIT_OK, EXIT_STOPPED, Emitter, InputError
 
@@ -65,6 +67,9 @@ class Trainer:
         self.emit = emit
         self.stop_requested = stop_requested
         self.curve: list[list[float]] = []  # [step, mean loss of the report window]
+        self.checks: list[list[float]] = []  # the stop rule's [step, facts learned, probe loss]
+        self.padded = 0  # padding positions computed (batches of more than one row)
+        self.check_s = 0.0  # seconds spent in the stop rule's checks
 
     # -- setup ---------------------------------------------------------------
     def load(self, examples: list[dict[str, Any]]) -> None:
@@ -84,7 +89,9 @@ class Trainer:
         if p.num_layers > n_layers:
             raise InputError(f"num_layers {p.num_layers} > the model's {n_layers} layers")
         self.n_lora_layers = n_layers if p.num_layers == -1 else p.num_layers
+        trained = len(examples)
         examples = examples + self._anchors(examples)  # from the bare model: before LoRA goes on
+        self.teacher = self._teacher(examples, base_from=trained)  # likewise (None unless distilling)
         mx.random.seed(p.seed)  # LoRA's A matrices are drawn here
         linear_to_lora_layers(self.model, self.n_lora_layers, p.lora_parameters())
         if p.grad_checkpoint:
@@ -93,10 +100,17 @@ class Trainer:
             grad_checkpoint(self.model.layers[0])
         dataset = CacheDataset(ChatDataset(examples, self.tokenizer, mask_prompt=p.mask_prompt))
         self.items, self.dropped = self._tokenize(dataset)
+        if self.teacher is not None:
+            self.teacher.check(self.items)
         if len(self.items) < p.batch_size:
             raise InputError(f"{len(self.items)} usable examples (of {len(examples)}; {self.dropped} had "
                              f"no answer left within max_seq_len {p.max_seq_len}): fewer than "
                              f"batch_size {p.batch_size}")
+        self.lengths = [len(tokens) for tokens, _ in self.items]  # for bucketing batches by length
+        self.steps_per_epoch = max(1, len(self.items) // p.batch_size)
+        probes = read_probe(self.data_dir) if p.early_stop else []
+        self.probe = value_rows(self.tokenizer, probes, p.max_seq_len)  # [] = the rule is off: train to the cap
+        self.check_every = check_every(p.check_every, self.steps_per_epoch)
         self.optimizer = optim.Adam(learning_rate=p.lr)
         self.key = {**p.trajectory_key(), "data_sha256": data_fingerprint(self.data_dir),
                     "model": self.model_dir.name, "lora_layers": self.n_lora_layers}
@@ -116,6 +130,18 @@ class Trainer:
         count = int(round(len(examples) * share / (1 - share)))
         self.emit("anchors", count=count, prompts=len(pairs), seconds=round(time.monotonic() - started, 1))
         return anchor_examples(pairs, system_prompt=system, count=count)
+
+    def _teacher(self, examples: list[dict[str, Any]], *, base_from: int) -> Any:
+        """The distillation targets (objective "distill"; services.trainer.distill), else None."""
+        if self.params.objective != "distill":
+            return None
+        from services.trainer.distill import Teacher
+
+        p = self.params
+        return Teacher.build(self.model, self.tokenizer, examples, mask_prompt=p.mask_prompt,
+                             max_seq_len=p.max_seq_len, top_k=p.distill_top_k, base_from=base_from,
+                             model_id=f"{self.model_dir.name}:{self.compute.backend}:{self.compute.weights}",
+                             cache_dir=self.anchor_cache, emit=self.emit)
 
     def _tokenize(self, dataset: Any) -> tuple[list[tuple[list[int], int]], int]:
         """(tokens, offset of the first trained token) per example; drop those with nothing to train."""
@@ -155,6 +181,7 @@ class Trainer:
         mx.eval(self.model.parameters())
         step = min(int(index["step"]), self.params.steps)
         self.curve = [point for point in index.get("loss_curve", []) if point[0] <= step]
+        self.checks = [c for c in index.get("checks", []) if c[0] <= step] if self.probe else []
         return step
 
     # -- the loop ----------------------------------------------------------------
@@ -163,14 +190,19 @@ class Trainer:
         import mlx.core as mx
         import numpy as np
 
-        rows = [self.items[i] for i in example_order(step, len(self.items), self.params.batch_size,
-                                                      self.params.seed)]
+        rows = [self.items[i] for i in self.order(step)]
         width = max(len(tokens) for tokens, _ in rows)  # no padding beyond the batch's longest
+        self.padded += width * len(rows) - sum(len(tokens) for tokens, _ in rows)
         array = np.zeros((len(rows), width), np.int32)
         for j, (tokens, _) in enumerate(rows):
             array[j, :len(tokens)] = tokens
         lengths = [[offset, len(tokens)] for tokens, offset in rows]
         return mx.array(array), mx.array(lengths), sum(len(t) for t, _ in rows)
+
+    def order(self, step: int) -> list[int]:
+        """The item indices of ``step``'s batch: a function of the step, rows of near-equal length."""
+        p = self.params
+        return example_order(step, len(self.items), p.batch_size, p.seed, self.lengths)
 
     def run(self) -> int:
         """Step from the restored step to ``params.steps``; checkpoint, report, finish (or stop on request)."""
@@ -181,36 +213,74 @@ class Trainer:
         self.emit("started", start_step=start, steps=p.steps, examples=len(self.items), dropped=self.dropped,
                   lora_layers=self.n_lora_layers, compute=msgspec.to_builtins(self.compute),
                   trainable_params=sum(int(v.size) for v in self.trainable_weights().values()),
-                  params=msgspec.to_builtins(p))
-        loss_and_grad = nn.value_and_grad(self.model, masked_loss)
+                  params=msgspec.to_builtins(p), probe_items=len(self.probe),
+                  check_every=self.check_every if self.probe else 0)
+        loss_and_grad = nn.value_and_grad(self.model, masked_loss if self.teacher is None else distill_loss)
         self.model.train()
         started = time.monotonic()
         window, total, last_checkpoint = _Window(), _Window(), start
         final_loss = self.curve[-1][1] if self.curve else float("nan")
-        for step in range(start + 1, p.steps + 1):
+        # A run killed after its rule said stop (between that checkpoint and the final files) ends at once.
+        reason = self._decide() if start else None
+        end = start if reason else p.steps
+        for step in range(start + 1, end + 1):
             if self.stop_requested():
                 return self.stop(step - 1, last_checkpoint)
             loss, n_tokens, elapsed = self._step(loss_and_grad, step)
             window.add(loss, n_tokens, elapsed)
             total.add(loss, n_tokens, elapsed)
-            if step % p.steps_per_report == 0 or step == p.steps:
+            reason = self._check(step)
+            if step % p.steps_per_report == 0 or step == p.steps or reason:
                 final_loss = self._report(step, start, window, total.seconds)
                 window = _Window()
+            if reason:
+                end = step
+                break
             if step % p.steps_per_checkpoint == 0 and step < p.steps:
                 self.checkpoint(step)
                 last_checkpoint = step
-        if last_checkpoint < p.steps:
-            self.checkpoint(p.steps)  # the final save below can be redone from it
-        self.finish(start, final_loss, total.seconds, total.tokens, time.monotonic() - started)
+        if last_checkpoint < end:
+            self.checkpoint(end)  # the final save below can be redone from it
+        self.finish(start, end, reason or "cap", final_loss, total.seconds, total.tokens,
+                    time.monotonic() - started)
         return EXIT_OK
+
+    def _check(self, step: int) -> str | None:
+        """The stop rule at ``step`` (services.trainer.stop_rule): why to stop, or None.
+
+        Checked every ``check_every`` steps once every item was trained once,
+        never at the cap (the run ends there anyway).
+        """
+        if (not self.probe or step < self.steps_per_epoch or step % self.check_every
+                or step >= self.params.steps):
+            return None
+        from services.trainer.stop_rule import check
+
+        tic = time.perf_counter()
+        learned, loss = check(self.model, self.probe)
+        self.checks.append([step, learned, round(loss, 5)])
+        reason = self._decide()
+        seconds = time.perf_counter() - tic
+        self.check_s += seconds
+        self.emit("check", step=step, steps=self.params.steps, learned=learned, facts=len(self.probe),
+                  probe_loss=round(loss, 5), seconds=round(seconds, 2), stop=reason or "")
+        return reason
+
+    def _decide(self) -> str | None:
+        p = self.params
+        return decide(self.checks, len(self.probe), learned_share=p.learned_share, patience=p.patience)
 
     def _step(self, loss_and_grad: Callable[..., Any], step: int) -> tuple[float, int, float]:
         """One optimizer step on ``step``'s batch: (loss, tokens in the batch, seconds)."""
         import mlx.core as mx
 
         tic = time.perf_counter()
-        inputs, lengths, n_tokens = self.batch(step)
-        (loss, _trained), grads = loss_and_grad(self.model, inputs, lengths)
+        if self.teacher is None:
+            inputs, lengths, n_tokens = self.batch(step)
+            (loss, _trained), grads = loss_and_grad(self.model, inputs, lengths)
+        else:  # unpacked rows with the teacher's targets (services.trainer.distill)
+            *arrays, n_tokens = self.teacher.batch(self.order(step))
+            (loss, _trained), grads = loss_and_grad(self.model, *arrays)
         self.optimizer.update(self.model, grads)
         mx.eval(self.model.trainable_parameters(), self.optimizer.state, loss)
         return loss.item(), n_tokens, time.perf_counter() - tic
@@ -228,7 +298,7 @@ class Trainer:
         return loss
 
     def checkpoint(self, step: int) -> None:
-        path = write_checkpoint(self.out_dir, step, self.trainable_weights(), self.key, self.curve)
+        path = write_checkpoint(self.out_dir, step, self.trainable_weights(), self.key, self.curve, self.checks)
         self.emit("checkpoint", step=step, path=str(path))
 
     def stop(self, step: int, last_checkpoint: int) -> int:
@@ -237,8 +307,12 @@ class Trainer:
         self.emit("stopped", step=step)
         return EXIT_STOPPED
 
-    def finish(self, start: int, final_loss: float, train_s: float, tokens: int, duration_s: float) -> None:
-        """Write the adapter (mlx-lm's format) and the run's summary; drop the checkpoints."""
+    def finish(self, start: int, end: int, reason: str, final_loss: float, train_s: float, tokens: int,
+               duration_s: float) -> None:
+        """Write the adapter (mlx-lm's format) and the run's summary; drop the checkpoints.
+
+        ``end``: the step the run stopped at, ``reason`` why (services.trainer.stop_rule.STOP_REASONS).
+        """
         p = self.params
         save_weights_atomic(self.out_dir / ADAPTER_FILE, self.trainable_weights())
         config = {
@@ -248,7 +322,7 @@ class Trainer:
             "model": str(self.model_dir.name),
             "mask_prompt": p.mask_prompt,
             "learning_rate": p.lr,
-            "iters": p.steps,
+            "iters": end,
             "batch_size": p.batch_size,
             "max_seq_length": p.max_seq_len,
             "seed": p.seed,
@@ -256,7 +330,10 @@ class Trainer:
         write_atomic(self.out_dir / CONFIG_FILE, json.dumps(config, indent=2).encode(), mode=0o644)
         tokens_per_s = round(tokens / train_s, 1) if train_s > 0 else 0.0
         summary = {
-            "steps": p.steps, "resumed_from": start, "final_loss": _finite(final_loss),
+            "steps": end, "steps_planned": p.steps, "stopped_because": reason, "stop_key": p.stop_key(),
+            "checks": self.checks, "check_s": round(self.check_s, 1), "probe_items": len(self.probe),
+            "padding_share": round(self.padded / (self.padded + tokens), 4) if tokens else 0.0,
+            "tokens": tokens, "resumed_from": start, "final_loss": _finite(final_loss),
             "duration_s": round(duration_s, 1), "train_s": round(train_s, 1), "tokens_per_s": tokens_per_s,
             "examples": len(self.items), "dropped": self.dropped, "loss_curve": self.curve,
             "peak_memory_bytes": int(_peak_memory()),
@@ -264,7 +341,8 @@ class Trainer:
         }
         write_atomic(self.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2).encode(), mode=0o644)
         remove_checkpoints(self.out_dir)
-        self.emit("done", steps=p.steps, final_loss=_finite(final_loss), duration_s=round(duration_s, 1),
+        self.emit("done", steps=end, steps_planned=p.steps, stopped_because=reason,
+                  final_loss=_finite(final_loss), duration_s=round(duration_s, 1),
                   tokens_per_s=tokens_per_s, resumed_from=start,
                   files=[ADAPTER_FILE, CONFIG_FILE, SUMMARY_FILE])
 

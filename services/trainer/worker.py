@@ -4,7 +4,9 @@
         [--resume] [--params JSON] [--parent-fd N --parent-pid PID]
 
 ``--data`` holds ``train.jsonl`` in mlx-lm's chat format (one
-``{"messages": [...]}`` per line, the last message the assistant's). The
+``{"messages": [...]}`` per line, the last message the assistant's) and,
+for the stop rule (``early_stop``), ``probe.jsonl``: one trained item per
+fact with its ``value`` (services.trainer.stop_rule). The
 run uses mlx-lm's pieces — :func:`linear_to_lora_layers`, ``ChatDataset``
 (prompt masking) and its adapter format — in a small loop of its own, which
 makes resuming exact (the example order is a function of the step) and
@@ -16,8 +18,9 @@ prints goes to stderr)::
     {"type": "hello", "pid": ...}                          at once
     {"type": "started", "start_step", "steps", "examples", "compute", ...}
     {"type": "progress", "step", "steps", "loss", "tokens_per_s", "eta_s", ...}
+    {"type": "check", "step", "learned", "facts", "probe_loss", "stop"}   the stop rule, with probe.jsonl
     {"type": "checkpoint", "step", "path"}
-    {"type": "done", "steps", "final_loss", "duration_s", "tokens_per_s", "files"}
+    {"type": "done", "steps", "steps_planned", "stopped_because", "final_loss", "duration_s", ...}
     {"type": "stopped", "step"}                             after SIGTERM (checkpoint saved)
     {"type": "error", "kind", "error", ...}                 then a non-zero exit
 
@@ -132,8 +135,9 @@ def _main(args: argparse.Namespace, emit: Emitter, stop: threading.Event, in_loo
     if args.resume:
         summary = finished_summary(out_dir, params, data_dir)
         if summary is not None:
-            emit("done", steps=summary["steps"], final_loss=summary.get("final_loss"),
-                 duration_s=0.0, tokens_per_s=summary.get("tokens_per_s", 0.0), resumed_from=params.steps,
+            emit("done", steps=summary["steps"], steps_planned=summary.get("steps_planned", summary["steps"]),
+                 stopped_because=summary.get("stopped_because", "cap"), final_loss=summary.get("final_loss"),
+                 duration_s=0.0, tokens_per_s=summary.get("tokens_per_s", 0.0), resumed_from=summary["steps"],
                  files=[ADAPTER_FILE, CONFIG_FILE, SUMMARY_FILE])
             return EXIT_OK
     else:

@@ -387,3 +387,47 @@ def _diff(before: list[dict], after: list[dict]) -> str:
     changed = [(b[i], a[i]) for i in set(a) & set(b) if a[i] != b[i]]
     return (f"only live: {sorted(set(b) - set(a))[:10]}; only rebuilt: {sorted(set(a) - set(b))[:10]}; "
             f"changed: {changed[:3]}")
+
+
+@pytest.mark.timeout(300)
+def test_an_import_lost_with_a_killed_ingest_is_resent_to_the_restarted_one(instance: Instance, tmp_path) -> None:
+    """`circ import` whose request reached an ingest that then dies completes through the new one, once.
+
+    Found by `circ bench chaos`: the request died with the killed ingest and the
+    CLI waited its whole 300 s timeout. Made deterministic here: ingest is
+    stopped (SIGSTOP) so the request waits in its socket, then killed -9;
+    supervisord starts a new ingest, which the CLI must notice and ask again.
+    """
+    import json
+    import subprocess
+
+    from services.common.digest import bytes_sha256
+
+    from .harness import CIRC
+
+    instance.wait_ready("ingest", timeout_s=60)
+    wait_until(lambda: (p := instance.procs()["ingest"]).state == "RUNNING" and p.uptime_s >= 2, 30,
+               "ingest up for 2 s")
+    pid = instance.pid("ingest")
+    nonce = os.urandom(6).hex()
+    data = "".join(json.dumps({"messages": [{"role": "user", "content": f"My locker is number {n} ({nonce})."},
+                                            {"role": "assistant", "content": "Noted."}]}) + "\n" for n in (7, 8))
+    path = tmp_path / "lost-import.jsonl"
+    path.write_text(data)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        proc = subprocess.Popen([str(CIRC), "import", str(path)], env=instance.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        time.sleep(10)  # the CLI starts, finds ingest not answering, sends: the request waits at the stopped one
+    finally:
+        os.kill(pid, signal.SIGKILL)  # a stopped process dies of SIGKILL too
+    out, err = proc.communicate(timeout=150)
+    took_s = time.monotonic() - started
+    print(f"circ import took {took_s:.1f} s across the restart")
+    assert proc.returncode == 0, f"circ import failed ({proc.returncode}): {err}"
+    assert "imported 2 turns" in out, out
+    instance.wait_running("ingest", not_pid=pid, timeout_s=60)
+    sha24 = bytes_sha256(data.encode())[:24]
+    logged = Counter(e["event_id"] for e in instance.events(TURN_TYPE) if e["event_id"].startswith(f"imp-{sha24}-"))
+    assert logged == {f"imp-{sha24}-0": 1, f"imp-{sha24}-1": 1}, logged

@@ -613,6 +613,8 @@ def test_a_night_of_two_facts_ends_in_promotion_or_rejection(inst: Instance, nig
     assert set(started["body"]["source_seqs"]).isdisjoint(
         {e["seq"] for e in _events(inst, 0, "chat.turn_completed") if "#no-train" in e["body"]["user_text"]})
     assert finished["body"]["steps"] == STEPS
+    # --steps is the stop rule's cap; a night shorter than one pass is never checked, so it runs them all.
+    assert (finished["body"]["steps_planned"], finished["body"]["stopped_because"]) == (STEPS, "cap")
     assert started["seq"] < finished["seq"] < evaluation["seq"] < final["seq"]
     assert evaluation["body"]["adapter_id"] == night.adapter_id
     assert evaluation["body"]["verdict"] == {"adapter.promoted": "promote", "adapter.rejected": "reject"}[final["type"]]
@@ -622,6 +624,7 @@ def test_a_night_of_two_facts_ends_in_promotion_or_rejection(inst: Instance, nig
     manifest = store.show(night.adapter_id)
     assert manifest["verdict"] == evaluation["body"]["verdict"]
     assert manifest["sleep_id"] == night.sleep_id
+    assert manifest["steps"] == {"planned": STEPS, "run": STEPS, "stopped_because": "cap"}
     assert not (store.staging_root / night.adapter_id).exists()
     # The model reworded the night's questions (trainer.model_paraphrases): every proposal is
     # accounted for, kept or rejected, and the worker's scratch files are gone.

@@ -281,6 +281,10 @@ class AdapterStore:
         stack = self._history()["stack"]
         return stack[-2] if len(stack) >= 2 else None
 
+    def promotion_stack(self) -> list[str]:
+        """The promoted adapters rollback walks back through, oldest first (the current one last)."""
+        return list(self._history()["stack"])
+
     # -- listing, pins, retention -------------------------------------------------
     def pin(self, adapter_id: str, pinned: bool = True) -> None:
         """Keep ``adapter_id`` through retention (``pinned=False`` releases it)."""

@@ -18,7 +18,9 @@ standard library, and queryable for audits. Guarantees:
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import shutil
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +86,58 @@ class StoreError(Exception):
     """The store refused an operation (bad envelope, unwritable database)."""
 
 
+class LogFull(StoreError):
+    """A commit failed for want of space (SQLITE_FULL, ENOSPC, EDQUOT); nothing of it was written.
+
+    The transaction is rolled back whole, so every event committed before
+    stays; the next append succeeds once there is space again.
+    """
+
+    def __init__(self, where: Path, cause: BaseException) -> None:
+        self.where = where
+        super().__init__(f"disk full: free space under {where} ({cause})")
+
+
+class LogDamaged(StoreError):
+    """``events.db`` fails SQLite's integrity check: a torn or corrupted page."""
+
+    def __init__(self, db_path: Path, problem: str) -> None:
+        self.db_path = db_path
+        super().__init__(
+            f"{db_path} is damaged ({problem}). The eventlog will not write to a damaged log. Stop circadian "
+            f"(`circ down`), keep a copy of the file, then put back a backup, or recover what is readable: "
+            f"`sqlite3 {db_path} .recover | sqlite3 {db_path}.recovered` and move the result in its place; "
+            f"`circ log verify` checks the result")
+
+
+SQLITE_FULL = 13
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    """Whether a failed write failed for want of space (a full disk or quota, or a size cap)."""
+    if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) is not None:
+        return exc.sqlite_errorcode & 0xFF == SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS
+
+
+def _nearly_no_space(where: Path, floor_bytes: int = 1 << 20) -> bool:
+    """A write that failed as an I/O error (a WAL index that could not grow) on a full disk."""
+    try:
+        return shutil.disk_usage(where).free < floor_bytes
+    except OSError:
+        return False
+
+
+def integrity_problem(conn: sqlite3.Connection, *, max_errors: int = 5) -> str | None:
+    """SQLite's ``quick_check`` of the whole file (every page, O(size)); None when it is sound."""
+    try:
+        rows = [r[0] for r in conn.execute(f"PRAGMA quick_check({max_errors})").fetchall()]
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+        return str(exc)
+    return None if rows == ["ok"] else "; ".join(rows)
+
+
 @dataclass(frozen=True)
 class AppendResult:
     seq: int
@@ -101,6 +155,7 @@ class VerifyReport:
     bad_hashes: list[int] = field(default_factory=list)
     erased: list[int] = field(default_factory=list)  # audited erasures (forget)
     hash_chain: bool = True
+    damaged: str | None = None  # what SQLite's integrity check found wrong with the file's pages
 
 
 def row_hash(prev_hash: str, seq: int, event_id: str, ts: float, source: str, type_: str,
@@ -131,10 +186,17 @@ def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 class EventStore:
     """Socket-free core of the eventlog daemon."""
 
-    def __init__(self, db_path: Path, *, hash_chain: bool = True) -> None:
+    def __init__(self, db_path: Path, *, hash_chain: bool = True, check: bool = False) -> None:
+        """Open (or create) the log. ``check``: run SQLite's integrity check first and raise
+        :class:`LogDamaged` if it fails (the daemon does, at every start)."""
         self.db_path = db_path
         self.hash_chain = hash_chain
         self._conn = connect(db_path)
+        if check:
+            problem = integrity_problem(self._conn)
+            if problem is not None:
+                self._conn.close()
+                raise LogDamaged(db_path, problem)
         self._conn.executescript(SCHEMA)
         self._head_seq, self._head_hash = self._read_head()
 
@@ -198,8 +260,14 @@ class EventStore:
                                         seq=head_seq, v=env.v)
                 results.append(AppendResult(head_seq, False, stored))
             cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
+        except BaseException as exc:
+            # SQLite may have rolled back already (it does on SQLITE_FULL): a second ROLLBACK would
+            # raise "no transaction is active" and hide the real cause.
+            if self._conn.in_transaction:
+                cur.execute("ROLLBACK")
+            if is_out_of_space(exc) or (isinstance(exc, sqlite3.OperationalError | OSError)
+                                        and _nearly_no_space(self.db_path.parent)):
+                raise LogFull(self.db_path.parent, exc) from exc
             raise
         self._head_seq, self._head_hash = head_seq, head_hash
         if erased:
@@ -309,7 +377,21 @@ def _is_tombstone(body: bytes) -> bool:
 
 
 def verify(conn: sqlite3.Connection) -> VerifyReport:
-    """Check gap-free seq, body checksums and (if present) the hash chain."""
+    """Check the file's pages (SQLite's quick_check), gap-free seq, body checksums and (if
+    present) the hash chain. A damaged file is reported in ``damaged``, never raised."""
+    problem = integrity_problem(conn)
+    try:
+        report = _verify_rows(conn)
+    except sqlite3.DatabaseError as exc:  # a page too damaged to read the rows past it
+        report = VerifyReport(ok=False, count=0, head_seq=0)
+        problem = problem or str(exc)
+    if problem is not None:
+        report.damaged = problem
+        report.ok = False
+    return report
+
+
+def _verify_rows(conn: sqlite3.Connection) -> VerifyReport:
     report = VerifyReport(ok=True, count=0, head_seq=0)
     expected_seq = 1
     prev_hash = GENESIS_HASH

@@ -71,6 +71,18 @@ class EmbedderMismatch(ValueError):
                          f"cannot be mixed; rebuild it from the log (`circ memory rebuild`)")
 
 
+class IndexDamaged(ValueError):
+    """``memories.db`` fails SQLite's integrity check (a torn or corrupted page, not a database).
+
+    The index is derived state: its owner rebuilds it from the log (ingest does at start)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path, self.problem = path, problem
+        self.stored = f"a damaged index ({problem})"
+        super().__init__(f"{path} is damaged ({problem}): rebuild it from the log (`circ memory rebuild`; "
+                         f"ingest does it by itself at start)")
+
+
 def read_meta(directory: Path) -> dict[str, str]:
     """The ``meta`` table of the index in ``directory``, read-only ({} if there is none)."""
     db_path = Path(directory) / DB_NAME
@@ -209,12 +221,16 @@ def chunk_text(text: str, max_words: int = 200, overlap_words: int = 40) -> list
 
 
 class MemoryIndex:
-    def __init__(self, directory: Path, dim: int = 384, *, embedder: str | None = None) -> None:
+    def __init__(self, directory: Path, dim: int = 384, *, embedder: str | None = None,
+                 check: bool = False) -> None:
         """Open (or create) the index in ``directory`` for ``dim``-dimensional vectors.
 
         ``embedder``: the identity of the embedder whose vectors go in; a new
         index records it, an existing one must have been built by it (else
         :class:`EmbedderMismatch`). ``None`` skips the check (tools, tests).
+        ``check``: run SQLite's integrity check on ``memories.db`` first (every
+        page) and raise :class:`IndexDamaged` if it fails; a file that is not a
+        database at all raises it with or without ``check``.
         """
         started = time.perf_counter()
         self.directory = Path(directory)
@@ -225,11 +241,12 @@ class MemoryIndex:
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
         os.chmod(self.db_path, 0o600)  # SQLite gives the -wal and -shm files the same mode
-        # synchronous=FULL (+ fullfsync on macOS) as for the event log: a stored memory and the
-        # cursor beside it survive a power cut together.
-        for pragma in ("PRAGMA journal_mode=WAL", *sqlite_durability_pragmas(), "PRAGMA secure_delete=ON"):
-            self._db.execute(pragma)
-        self._db.executescript(_SCHEMA)
+        try:
+            self._open_db(check)
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "disk image is malformed"
+            self._db.close()
+            self._db = None  # type: ignore[assignment]
+            raise IndexDamaged(self.db_path, str(exc)) from exc
         stored_dim = self.get_meta(DIM_KEY)
         stored_embedder = self.get_meta(EMBEDDER_KEY)
         if stored_dim is not None and stored_embedder is None:
@@ -584,6 +601,17 @@ class MemoryIndex:
         self.close()
 
     # -- internals ----------------------------------------------------------------
+    def _open_db(self, check: bool) -> None:
+        # synchronous=FULL (+ fullfsync on macOS) as for the event log: a stored memory and the
+        # cursor beside it survive a power cut together.
+        for pragma in ("PRAGMA journal_mode=WAL", *sqlite_durability_pragmas(), "PRAGMA secure_delete=ON"):
+            self._db.execute(pragma)
+        if check:
+            rows = [r[0] for r in self._db.execute("PRAGMA quick_check(5)").fetchall()]
+            if rows != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(rows))
+        self._db.executescript(_SCHEMA)
+
     def _open_vectors(self) -> tuple[str, str]:
         """Load ``vectors.usearch`` if it matches the database; else repair or rebuild it."""
         live = self._scalar("SELECT COUNT(*) FROM memories WHERE forgotten = 0")

@@ -1,5 +1,9 @@
 """How recalled memories are shown to the model: as what the *user* said (issue 12, part 4).
 
+A library, not chat's own module: chat builds every recall prompt with
+:func:`with_memories`, and the trainer's distillation teacher
+(services/trainer/distill.py) must see exactly the same prompt.
+
 The 135M model read "I work as a nurse" in its context and answered as if it
 were itself a nurse. A memory is the user's own statement, so it is shown as
 one; placeholders become words first (services/lib/privacy/placeholders.py).

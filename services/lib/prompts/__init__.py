@@ -1,0 +1,1 @@
+"""Prompt shapes that more than one service must build identically (recall framing)."""
