@@ -30,6 +30,14 @@ READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 
 
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The embedded model converted into the repo's models/ (reused across runs)."""
+    from services.lib.models.install import install_model
+
+    return install_model(None, REPO_ROOT / "models")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (bin/test: ``-n 2``), give each worker its own MLX kernel cache.
 

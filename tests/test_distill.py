@@ -21,8 +21,6 @@ import numpy as np
 import pytest
 
 from services.common.config import TrainerConfig
-from services.common.paths import REPO_ROOT
-from services.lib.models.install import install_model
 from services.lib.prompts.framing import with_memories
 from services.trainer.distill import Teacher, teacher_messages
 from services.trainer.losses import distill_loss, topk_kl
@@ -116,11 +114,6 @@ def test_distill_loss_counts_only_answer_tokens() -> None:
 
 
 # -- the teacher, on the embedded model
-@pytest.fixture(scope="module")
-def model_dir() -> Path:
-    return install_model(None, REPO_ROOT / "models")
-
-
 @pytest.fixture(scope="module")
 def bare(model_dir: Path) -> tuple[Any, Any]:
     model, tokenizer, _ = load_for_serving(model_dir)

@@ -55,12 +55,6 @@ TRICKY_STRINGS = [
 # ------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="session")
-def model_dir() -> Path:
-    """The embedded model converted into the repo's models/ (reused across runs)."""
-    return install_model(None, MODELS_DIR)
-
-
 def _greedy(model: Any, tokenizer: Any, max_tokens: int = 20) -> tuple[list[int], mx.array]:
     """Greedy tokens for QUESTION (chat template applied) and the first step's logprobs."""
     from mlx_lm.generate import generate_step

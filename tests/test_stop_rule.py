@@ -23,7 +23,6 @@ import pytest
 from services.common.config import ConfigError, load_config
 from services.common.paths import REPO_ROOT
 from services.lib.memory.index import MemoryRecord
-from services.lib.models.install import install_model
 from services.trainer.checkpoints import CHECKPOINT_DIR, CHECKPOINT_INDEX
 from services.trainer.dataset import build_dataset
 from services.trainer.params import TrainParams
@@ -118,11 +117,6 @@ def test_the_probe_is_one_trained_item_per_fact_with_its_value(tmp_path: Path) -
 
 
 # ----------------------------------------------------------------- real runs
-
-
-@pytest.fixture(scope="module")
-def model_dir() -> Path:
-    return install_model(None, REPO_ROOT / "models")
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,6 @@ import pytest
 from services.common.heavylock import HeavyRunLock
 from services.common.lifeline import NO_PDEATHSIG_ENV
 from services.common.paths import REPO_ROOT
-from services.lib.models.install import install_model
 from services.trainer.checkpoints import CHECKPOINT_DIR, CHECKPOINT_INDEX
 from services.trainer.memory_budget import NEEDED_ENV, estimate_training_bytes
 from services.trainer.params import TrainParams
@@ -44,11 +43,6 @@ EXAMPLES = [
 TINY = TrainParams(steps=10, steps_per_report=2, steps_per_checkpoint=5, max_seq_len=64)
 LINE_TIMEOUT_S = 300.0  # a model load on a busy 2-core machine can take a while
 EXIT_TIMEOUT_S = 5.0
-
-
-@pytest.fixture(scope="module")
-def model_dir() -> Path:
-    return install_model(None, REPO_ROOT / "models")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 
 from protocol.worker_lines import (
     WorkerDone,
@@ -22,8 +21,6 @@ from protocol.worker_lines import (
     WorkerProgress,
     WorkerStarted,
 )
-from services.common.paths import REPO_ROOT
-from services.lib.models.install import install_model
 from services.trainer.params import TrainParams
 from services.trainer.runner import parse_worker_line, run_worker
 
@@ -33,11 +30,6 @@ LINE: msgspec.json.Decoder[Any] = msgspec.json.Decoder(WorkerLine)
 
 def typed(lines: list[dict[str, Any]]) -> list[Any]:
     return [LINE.decode(json.dumps(line)) for line in lines]
-
-
-@pytest.fixture(scope="module")
-def model_dir() -> Path:
-    return install_model(None, REPO_ROOT / "models")
 
 
 def test_a_real_run_speaks_the_contract(model_dir: Path, tmp_path: Path) -> None:

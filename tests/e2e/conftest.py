@@ -6,15 +6,12 @@ is shared per test module: start-up costs ~5 s (chat loads the model).
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import zmq
 
-from .harness import Instance, make_home
+from .harness import Instance, make_home, remove_home
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +24,7 @@ def instance() -> Iterator[Instance]:
         yield inst
     finally:
         inst.teardown()
-        _remove(home)
+        remove_home(home)
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +44,4 @@ def fresh_home() -> Iterator[Instance]:
         yield inst
     finally:
         inst.teardown()
-        _remove(home)
-
-
-
-def _remove(home: Path) -> None:
-    # CIRCADIAN_E2E_KEEP=1 keeps the instance (logs, events.db) for a post-mortem.
-    if os.environ.get("CIRCADIAN_E2E_KEEP"):
-        print(f"kept {home}")
-    else:
-        shutil.rmtree(home, ignore_errors=True)
+        remove_home(home)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +201,32 @@ class Instance:
 def make_home() -> Path:
     # Short: socket paths must stay under ~100 bytes.
     return Path(tempfile.mkdtemp(prefix="ce-", dir="/tmp"))
+
+
+def remove_home(home: Path) -> None:
+    """Remove an instance directory; CIRCADIAN_E2E_KEEP=1 keeps it (logs, events.db) for a post-mortem."""
+    if os.environ.get("CIRCADIAN_E2E_KEEP"):
+        print(f"kept {home}")
+    else:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+NIGHT_DAEMONS = ("chat", "ingest", "trainer", "evaluator")
+
+
+@contextmanager
+def running(home: Path, env: dict[str, str], *, ready_timeout_s: float = 60.0) -> Iterator[Instance]:
+    """`circ up` in ``home`` with ``env``, yielded once every daemon a night needs is ready;
+    torn down and removed afterwards (see :func:`remove_home`)."""
+    instance = Instance(home, env)
+    try:
+        instance.up()
+        for name in NIGHT_DAEMONS:
+            instance.wait_ready(name, timeout_s=ready_timeout_s)
+        yield instance
+    finally:
+        instance.teardown()
+        remove_home(home)
 
 
 

@@ -25,8 +25,7 @@ from hypothesis import strategies as st
 from services.cli.daemons import ping
 from services.common.paths import REPO_ROOT
 
-from .conftest import _remove
-from .harness import CIRC, TURN_TYPE, Instance, make_home, wait_until
+from .harness import CIRC, TURN_TYPE, Instance, make_home, remove_home, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -297,7 +296,7 @@ def netns_instance() -> Iterator[tuple[Instance, str]]:
     finally:
         inst.teardown()
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
-        _remove(home)
+        remove_home(home)
 
 
 CLIENT_SCRIPT = """

@@ -19,8 +19,6 @@ nothing new to learn:
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import pytest
 from services.lib.adapters.store import AdapterStore
 from services.trainer.memories import IngestMemories
 
-from .harness import Instance, base_env, make_home
+from .harness import Instance, base_env, make_home, running
 from .test_night import _teach
 
 pytestmark = pytest.mark.e2e
@@ -49,18 +47,8 @@ def inst() -> Iterator[Instance]:
     home = make_home()
     env = {k: v for k, v in base_env(home).items() if not k.startswith(("CIRCADIAN_TRAINER_", "CIRCADIAN_EVALUATOR_"))}
     env.update(GATES_OPEN, CIRCADIAN_TRAINER_WINDOW="", CIRCADIAN_TRAINER_MODEL_PARAPHRASES="0")
-    instance = Instance(home, env)
-    try:
-        instance.up()
-        for name in ("chat", "ingest", "trainer", "evaluator"):
-            instance.wait_ready(name, timeout_s=60)
+    with running(home, env) as instance:
         yield instance
-    finally:
-        instance.teardown()
-        if os.environ.get("CIRCADIAN_E2E_KEEP"):
-            print(f"kept {home}")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 def _sleep(inst: Instance) -> dict:

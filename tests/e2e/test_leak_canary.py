@@ -32,8 +32,7 @@ import pytest
 from services.cli.daemons import ping
 from services.lib.privacy.redact import iban_checksum_ok, luhn_ok
 
-from .conftest import _remove
-from .harness import TURN_TYPE, Instance, base_env, make_home, wait_until
+from .harness import TURN_TYPE, Instance, base_env, make_home, remove_home, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -105,7 +104,7 @@ def canary_home(request: pytest.FixtureRequest) -> Iterator[tuple[Instance, bool
         yield inst, request.param
     finally:
         inst.teardown()
-        _remove(home)
+        remove_home(home)
 
 
 def _plant(inst: Instance, tmp_path: Path) -> dict[str, dict[str, str]]:

@@ -11,13 +11,12 @@ few tokens), the real CLI.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .harness import Instance, base_env, make_home, parse_json_lines, wait_until
+from .harness import Instance, base_env, make_home, parse_json_lines, running, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -33,16 +32,8 @@ def inst() -> Iterator[Instance]:
     home = make_home()
     env = {k: v for k, v in base_env(home).items() if not k.startswith(("CIRCADIAN_TRAINER_", "CIRCADIAN_EVALUATOR_"))}
     env["CIRCADIAN_TRAINER_WINDOW"] = ""  # no scheduled sleep behind the test's back
-    instance = Instance(home, env)
-    try:
-        instance.up()
-        for name in ("chat", "ingest", "trainer", "evaluator"):
-            instance.wait_ready(name, timeout_s=60)
+    with running(home, env) as instance:
         yield instance
-    finally:
-        instance.teardown()
-        if os.environ.get("CIRCADIAN_E2E_KEEP"):
-            print(f"kept {home}")
 
 
 def _ask(inst: Instance, message: str) -> dict[str, Any]:

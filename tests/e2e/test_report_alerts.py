@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Instance, base_env, make_home, parse_json_lines, wait_until
+from .harness import Instance, base_env, make_home, parse_json_lines, running, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -60,18 +60,8 @@ def inst() -> Iterator[Instance]:
         "CIRCADIAN_ALERTS_MIN_FREE_MB": "0",  # a nearly full /tmp must not add its own alert here
         "CIRCADIAN_ALERTS_COMMAND": f"sh -c 'echo \"$CIRCADIAN_ALERT_CAUSE $CIRCADIAN_ALERT_KEY\" >> {home}/hook.log'",
     })
-    instance = Instance(home, env)
-    try:
-        instance.up()
-        for name in ("chat", "ingest", "trainer", "evaluator"):
-            instance.wait_ready(name, timeout_s=90)
+    with running(home, env, ready_timeout_s=90) as instance:
         yield instance
-    finally:
-        instance.teardown()
-        if os.environ.get("CIRCADIAN_E2E_KEEP"):
-            print(f"kept {home}")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 def _teach(inst: Instance) -> None:

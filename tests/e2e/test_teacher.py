@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import _remove
-from .harness import TURN_TYPE, Instance, base_env, make_home, wait_until
+from .harness import TURN_TYPE, Instance, base_env, make_home, remove_home, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +63,7 @@ def learner(port: int) -> Iterator[Instance]:
         yield inst
     finally:
         inst.teardown()
-        _remove(home)
+        remove_home(home)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +74,7 @@ def teacher_home(port: int) -> Iterator[Instance]:
         yield inst
     finally:
         inst.teardown()
-        _remove(home)
+        remove_home(home)
 
 
 def _tell(inst: Instance, *statements: str) -> None:
