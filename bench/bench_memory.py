@@ -246,7 +246,8 @@ class MemoryBench:
                                          system_prompt=self.config.chat.system_prompt,
                                          phrasings=t.phrasings_per_fact, replay_share=t.replay_share,
                                          epochs=self.epochs, max_steps=t.max_steps,
-                                         replay_pool=self.chains[name], seed=self.args.seed)
+                                         replay_pool=self.chains[name], seed=self.args.seed,
+                                         abstain_share=t.abstain_share)
                 self.chains[name] += result.replay_pool or []
                 out[name] = self.measure(n, name, result.adapter_dir, False, scope,
                                          steps=result.steps_run or result.steps, steps_planned=result.steps,

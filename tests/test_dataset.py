@@ -304,6 +304,28 @@ def test_replay_is_included_counted_and_filtered() -> None:
     assert counts["identity"] == len(IDENTITY_QA)
 
 
+def test_abstentions_ask_only_unstated_keys_that_no_false_probe_asks() -> None:
+    """abstain_share adds "I don't know" examples on keys never stated and never gated."""
+    from services.trainer.dataset import ABSTAIN_PROBES, FALSE_PROBES
+
+    assert not set(ABSTAIN_PROBES) & set(FALSE_PROBES)  # the gate never scores a trained abstention
+    plain = build_dataset(NIGHT, seed=0)
+    assert plain.manifest["counts"]["abstain"] == 0
+    uncle = mem(9, "My uncle is called Bartholomew.")
+    ds = build_dataset(NIGHT + [uncle], seed=0, abstain_share=0.5, known_facts=[("aunt", "person_name")])
+    qa = ds.manifest["counts"]["qa"]
+    identity_questions = {q for q, _ in IDENTITY_QA}
+    abstain = [e for e in ds.examples if e["messages"][-1]["content"].startswith("I don't know")
+               and e["messages"][1]["content"] not in identity_questions]
+    assert ds.manifest["counts"]["abstain"] == round(qa * 0.5) == len(abstain) > 0
+    asked = " ".join(e["messages"][1]["content"] for e in abstain)
+    assert "uncle's name" not in asked and "uncle go by" not in asked  # stated tonight: taught, not denied
+    assert "aunt's name" not in asked and "aunt go by" not in asked  # known from an earlier night
+    assert len({e["messages"][1]["content"] for e in abstain}) == len(abstain)  # no question twice
+    assert all(e["source"]["kind"] != "abstain" for e in ds.replay_pool)  # never replayed
+    assert sum(ds.manifest["counts"].values()) == len(ds.examples)
+
+
 def test_identity_examples_can_be_replaced_and_valid_is_never_trained() -> None:
     custom = [{"messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "Me."}]}]
     ds = build_dataset(NIGHT, identity_examples=custom, seed=0)
@@ -390,7 +412,7 @@ def test_deterministic_for_a_seed() -> None:
 def test_manifest_records_counts_sources_and_settings() -> None:
     ds = build_dataset(NIGHT, phrasings=6, seed=7)
     m = ds.manifest
-    assert set(m["counts"]) == {"qa", "chat", "identity", "replay"}
+    assert set(m["counts"]) == {"qa", "chat", "identity", "abstain", "replay"}
     assert m["source_seqs"] == [1, 6, 8] and m["memory_ids"] == ["m1.0", "m6.0", "m8.0"]
     assert m["phrasings"] == 6 and m["seed"] == 7 and m["max_seq"] == 8
     assert {(f["subject"], f["relation"], f["value"]) for f in m["facts"]} == {

@@ -70,10 +70,11 @@ def raw_dataset(memories: Sequence[MemoryRecord], turns: dict[int, tuple[str, st
 
 def night_dataset(condition: Condition, memories: Sequence[MemoryRecord], *, turns: dict[int, tuple[str, str]],
                   system_prompt: str, phrasings: int, replay_share: float, replay_pool: Sequence[dict],
-                  seed: int = 0) -> NightDataset:
+                  seed: int = 0, abstain_share: float = 0.0) -> NightDataset:
     if condition.raw_turns:
         return raw_dataset(memories, turns, system_prompt, seed)
-    options = dict(phrasings=condition.phrasings or phrasings, seed=seed, system_prompt=system_prompt)
+    options = dict(phrasings=condition.phrasings or phrasings, seed=seed, system_prompt=system_prompt,
+                   abstain_share=abstain_share)
     first = build_dataset(list(memories), **options)
     share = replay_share if condition.replay_share is None else condition.replay_share
     want = int(round(len(first.examples) * share / max(1e-9, 1 - share))) if replay_pool else 0
@@ -84,11 +85,12 @@ def night_dataset(condition: Condition, memories: Sequence[MemoryRecord], *, tur
 def train_condition(condition: Condition, memories: Sequence[MemoryRecord], out_dir: Path, *, model_dir: Path,
                     base_params: TrainParams, turns: dict[int, tuple[str, str]], system_prompt: str,
                     phrasings: int, replay_share: float, epochs: float, max_steps: int,
-                    replay_pool: Sequence[dict] = (), seed: int = 0,
+                    replay_pool: Sequence[dict] = (), seed: int = 0, abstain_share: float = 0.0,
                     on_progress: Callable[[dict[str, Any]], None] | None = None) -> NightResult:
     """Build the condition's dataset, train it in a worker, return where the adapter is."""
     dataset = night_dataset(condition, memories, turns=turns, system_prompt=system_prompt, phrasings=phrasings,
-                            replay_share=replay_share, replay_pool=replay_pool, seed=seed)
+                            replay_share=replay_share, replay_pool=replay_pool, seed=seed,
+                            abstain_share=abstain_share)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_dataset(dataset, out_dir / "dataset")
     write_probe(dataset, out_dir / "dataset")  # the stop rule's questions, as the trainer writes them

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--facts", type=int, default=40, help="facts in the night (default 40)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", nargs="*", default=[],
-                        help="key=v1,v2 ... over TrainParams fields plus epochs and phrasings")
+                        help="key=v1,v2 ... over TrainParams fields plus epochs, phrasings and abstain_share")
     parser.add_argument("--no-fixed", action="store_true", help="skip canary/perplexity/format")
     args = parser.parse_args(argv)
 
@@ -90,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         overrides = dict(setting)
         phrasings = int(overrides.pop("phrasings", t.phrasings_per_fact))
         epochs = float(overrides.pop("epochs", t.epochs))
+        abstain_share = float(overrides.pop("abstain_share", t.abstain_share))
         with tempfile.TemporaryDirectory(prefix="sweep-") as tmp:
             result = train_condition(Condition(name="sweep", params=overrides), memories, Path(tmp), model_dir=model_dir,
                                      base_params=base, turns={}, system_prompt=config.chat.system_prompt,
                                      phrasings=phrasings, replay_share=0.0, epochs=epochs, max_steps=5000,
-                                     seed=args.seed)
+                                     seed=args.seed, abstain_share=abstain_share)
             row = {"setting": setting, "steps": result.steps, "steps_run": result.steps_run,
                    "stopped_because": result.stopped_because, "train_s": result.train_s,
                    "tokens_per_s": result.tokens_per_s, "final_loss": result.final_loss, "counts": result.counts}

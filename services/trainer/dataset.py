@@ -38,6 +38,11 @@ What gets taught (DESIGN.md, "Memory quality"):
 * **Identity/format examples** (:mod:`services.trainer.identity`) are mixed
   in every night to limit drift; ``valid.jsonl`` is a separate never-trained
   set of the same kind, so validation loss measures drift.
+* **Abstentions** (``abstain_share``, a share of the QA examples): questions
+  in the trained templates about keys from :data:`ABSTAIN_PROBES` the user
+  never stated, answered "I don't know. You haven't told me." They are
+  disjoint from the false-recall probes, so the gate still measures what
+  the adapter makes up on keys it never saw; not replayed.
 * **Replay.** Earlier nights' examples (``replay``, entries of an earlier
   ``replay_pool``) are mixed in as given, except those that teach a
   (subject, relation) stated again tonight (superseded: replaying them would
@@ -99,7 +104,7 @@ CHAT_ROUTES = ("lora",)  # assistant turns are taught only for behaviour/style m
 MAX_REPLY_CHARS = 2000
 MAX_PARAPHRASE_CHARS = 200
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly and truthfully."  # = ChatConfig's default
-KINDS = ("qa", "chat", "identity", "replay")
+KINDS = ("qa", "chat", "identity", "abstain", "replay")
 
 # The question/answer a paraphraser returns rewordings of; see build_dataset.
 Paraphraser = Callable[[str, str], Sequence["str | tuple[str, str]"]]
@@ -114,6 +119,20 @@ FALSE_PROBES: tuple[tuple[str, str], ...] = (
     ("tax return", "deadline"), ("sister", "lives_in"), ("brother", "works_at"), ("Pickles", "pet_species"),
     ("juice|milk", "preference"), ("user", "person_name"),
 )
+
+# (subject, relation) pairs the night's abstention examples ask about (``abstain_share``): never
+# one of FALSE_PROBES, so the false-recall gate never scores a key the night trained "I don't
+# know" on; and never a key the user stated (tonight or earlier), so they contradict nothing.
+ABSTAIN_PROBES: tuple[tuple[str, str], ...] = (
+    ("uncle", "person_name"), ("aunt", "person_name"), ("godfather", "person_name"), ("twin", "person_name"),
+    ("landlord", "person_name"), ("dentist", "person_name"), ("turtle", "pet_name"), ("ferret", "pet_name"),
+    ("budgie", "pet_name"), ("essay", "deadline"), ("invoice", "deadline"), ("presentation", "deadline"),
+    ("user", "favourite_season"), ("user", "favourite_song"), ("user", "favourite_fruit"),
+    ("uncle", "lives_in"), ("aunt", "works_at"), ("father", "job"), ("mother", "birthday"),
+    ("godmother", "lives_in"), ("twin", "job"), ("user", "favourite_sport"),
+)
+ABSTAIN_ANSWERS = ("I don't know. You haven't told me.", "I don't know. You haven't told me that yet.",
+                   "I don't know; you haven't mentioned it.")
 
 
 @dataclass
@@ -350,6 +369,29 @@ def _false_items(stated_keys: set[tuple[str, str]], *, count: int, seed: int) ->
     return items
 
 
+def _abstentions(excluded: set[tuple[str, str]], *, count: int, seed: int, system: str) -> list[dict]:
+    """``count`` questions about never-stated keys answered "I don't know" (distinct questions).
+
+    Why: a night of nothing but answered questions about "my X" teaches that
+    every such question has an answer, and the false-recall gate measured
+    exactly that on large nights (README "Does it remember?").
+    """
+    probes = [p for p in ABSTAIN_PROBES if (p[0].lower(), p[1]) not in excluded]
+    rng = random.Random(stable_seed("abstain", seed))
+    pools = []
+    for subject, relation in probes:
+        fact = Fact(subject=subject, relation=relation, value="30" if relation == "age" else "?", statement="")
+        pool = questions(fact, "train")
+        rng.shuffle(pool)
+        pools.append(pool)
+    items: list[dict] = []
+    while len(items) < count and any(pools):
+        for pool in pools:
+            if pool and len(items) < count:
+                items.append(chat_example(system, pool.pop(), ABSTAIN_ANSWERS[len(items) % len(ABSTAIN_ANSWERS)]))
+    return items
+
+
 # -- the steps of build_dataset ------------------------------------------------------------------
 @dataclass
 class _Selection:
@@ -487,11 +529,12 @@ def _trained_fields(example: dict) -> dict:
     return {"messages": example["messages"]}
 
 
-def _shuffled(new_examples: list[dict], identity: list[dict], replayed: list[dict],
+def _shuffled(new_examples: list[dict], identity: list[dict], abstain: list[dict], replayed: list[dict],
               seed: int) -> tuple[list[dict], dict[str, int]]:
     """train.jsonl's examples in their seeded order, and how many of each kind."""
-    kinds = [e["source"]["kind"] for e in new_examples] + ["identity"] * len(identity) + ["replay"] * len(replayed)
-    examples = [_trained_fields(e) for e in new_examples] + identity + replayed
+    kinds = ([e["source"]["kind"] for e in new_examples] + ["identity"] * len(identity)
+             + ["abstain"] * len(abstain) + ["replay"] * len(replayed))
+    examples = [_trained_fields(e) for e in new_examples] + identity + abstain + replayed
     order = list(range(len(examples)))
     random.Random(stable_seed("shuffle", seed)).shuffle(order)
     counts = {kind: sum(1 for k in kinds if k == kind) for kind in KINDS}
@@ -552,7 +595,7 @@ def build_dataset(memories: list[MemoryRecord], *, replay: Sequence[dict] = (),
                   identity_examples: list[dict] | None = None, system_prompt: str | None = None,
                   max_paraphrases: int = 2, heldout_per_fact: int | None = 2, false_count: int = 12,
                   known_facts: Iterable[Fact | tuple[str, str]] = (),
-                  forgotten_ids: Collection[str] = ()) -> NightDataset:
+                  forgotten_ids: Collection[str] = (), abstain_share: float = 0.0) -> NightDataset:
     """The night's dataset from these memories (see the module docstring for every rule).
 
     ``replay``: earlier nights' ``replay_pool`` entries (already sampled by the
@@ -561,7 +604,8 @@ def build_dataset(memories: list[MemoryRecord], *, replay: Sequence[dict] = (),
     or (question, answer) tuples. ``known_facts``: facts (or (subject,
     relation) keys) taught on earlier nights, never used as false-recall
     probes. ``forgotten_ids``: memories forgotten since earlier nights; replay
-    entries that came from them are dropped.
+    entries that came from them are dropped. ``abstain_share``: abstention
+    examples to add, as a share of tonight's question/answer examples.
     """
     if phrasings < 1:
         raise ValueError("phrasings must be at least 1")
@@ -576,9 +620,10 @@ def build_dataset(memories: list[MemoryRecord], *, replay: Sequence[dict] = (),
     chat, chat_ids, chat_skipped = _chat_examples(selection, stated, turns, system)
     new_examples = qa + chat  # with "source", for the replay pool
     replayed, replay_dropped, replayed_ids = _replayed(replay, stated_keys, selection.gone)
-    examples, counts = _shuffled(new_examples, _identity(identity_examples, system), replayed, seed)
-
     known = {(k.key if isinstance(k, Fact) else (str(k[0]).lower(), str(k[1]))) for k in known_facts}
+    abstain = _abstentions(stated_keys | known, count=round(len(qa) * abstain_share), seed=seed, system=system)
+    examples, counts = _shuffled(new_examples, _identity(identity_examples, system), abstain, replayed, seed)
+
     eval_facts = _eval_items(taught, trained_questions, per_fact=heldout_per_fact, seed=seed)
     false_facts = _false_items(stated_keys | known, count=false_count, seed=seed)
 

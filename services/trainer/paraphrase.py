@@ -22,6 +22,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 CACHE_VERSION = 1
 MAX_TOKENS = 40
@@ -39,6 +40,11 @@ ANSWER_PROMPT = ("Rewrite this sentence in different words, keeping every fact. 
 
 Request = tuple[str, str]  # (question, answer) as the dataset builder asks
 Proposal = tuple[str, str | None]  # (question, answer or None: use a template answer)
+
+
+def rewordings_per_fact(trainer: Any) -> int:
+    """How many rewordings a night asks for per fact: the teacher's count when one is set, else the model's."""
+    return trainer.teacher_paraphrases if trainer.teacher_url else trainer.model_paraphrases
 
 
 def request_key(question: str, answer: str) -> str:

@@ -112,6 +112,7 @@ def plan_sleep(paths: Paths, config: Config, *, steps: int | None = None, reques
     ingest for them; given by socket-free tests, asked of ingest otherwise.
     """
     from services.trainer.dataset import save_dataset
+    from services.trainer.paraphrase import rewordings_per_fact
     from services.trainer.sleep import NO_EXAMPLES, Sleep, SleepFailed, SleepState, nothing_new
     from services.trainer.steps import items_with_anchors
 
@@ -132,9 +133,10 @@ def plan_sleep(paths: Paths, config: Config, *, steps: int | None = None, reques
     options = sleep.dataset_options(forgotten)
     t = config.trainer
     by, asked, missing = "", 0, 0
-    if t.model_paraphrases > 0:
-        paraphraser, by, asked, missing = cached_paraphraser(config, memories, options, t.model_paraphrases)
-        options.update(max_paraphrases=t.model_paraphrases, paraphraser=paraphraser)
+    limit = rewordings_per_fact(t)
+    if limit > 0:
+        paraphraser, by, asked, missing = cached_paraphraser(config, memories, options, limit)
+        options.update(max_paraphrases=limit, paraphraser=paraphraser)
     pool = sleep.replay_pool()
     dataset = sleep.compose(memories, options, pool)
     if not dataset.examples:

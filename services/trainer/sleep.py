@@ -283,7 +283,7 @@ class Sleep:
         """build_dataset's keyword arguments for this night, before any paraphraser."""
         return dict(phrasings=self.config.trainer.phrasings_per_fact, seed=0,
                     system_prompt=self.config.chat.system_prompt, known_facts=self._known_facts(),
-                    forgotten_ids=forgotten)
+                    forgotten_ids=forgotten, abstain_share=self.config.trainer.abstain_share)
 
     def compose(self, memories: list, options: dict, pool: list[dict] | None = None) -> Any:
         """The night's dataset: built once to size the replay, then again with the replay in it."""
@@ -319,7 +319,9 @@ class Sleep:
         if not memories:
             raise SleepFailed("dataset", nothing_new(since))
         options = self.dataset_options(forgotten)
-        paraphrases = max(0, self.config.trainer.model_paraphrases)
+        from services.trainer.paraphrase import rewordings_per_fact
+
+        paraphrases = rewordings_per_fact(self.config.trainer)
         self.paraphrased_by = ""
         if paraphrases:
             options.update(max_paraphrases=paraphrases,
@@ -366,6 +368,8 @@ class Sleep:
             taught = self._teacher_paraphraser(requests)
             if taught is not None:
                 return taught
+            if self.config.trainer.model_paraphrases == 0:
+                return None  # the rule templates only
         model_dir = resolve_model_dir(self.config.chat.model)
         self.paraphrased_by = f"model {model_dir.name}"
         cache = ProposalCache(paraphrase_cache_dir(), model_dir.name)

@@ -94,6 +94,8 @@ def _night_env(home: Path) -> dict[str, str]:
            if not k.startswith(("CIRCADIAN_TRAINER_", "CIRCADIAN_EVALUATOR_"))}
     # No scheduled sleep may start behind the tests' back (the default window is 02:00-05:00).
     env["CIRCADIAN_TRAINER_WINDOW"] = ""
+    # The model's own rewordings are off by default (README "A 100-fact night"); this night tests them.
+    env["CIRCADIAN_TRAINER_MODEL_PARAPHRASES"] = "2"
     return env
 
 

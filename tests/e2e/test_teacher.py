@@ -41,6 +41,7 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in base_env(home).items()
            if not k.startswith(("CIRCADIAN_TRAINER_", "CIRCADIAN_EVALUATOR_"))}
     env["CIRCADIAN_TRAINER_WINDOW"] = ""  # no scheduled night behind the test's back
+    env["CIRCADIAN_TRAINER_MODEL_PARAPHRASES"] = "2"  # the fallback when the teacher is down
     env.update(extra)
     return env
 
