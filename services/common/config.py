@@ -184,7 +184,8 @@ class EvaluatorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     max_ppl_drift_pct: NonNegativeFloat = 10.0
     max_false_recall: Fraction = 0.05
     # ... or at most this much above the base model's own false recall.
-    max_false_recall_rise: Fraction = 0.1
+    # 0.05, the goal, since the abstentions (0 on a 100-fact night).
+    max_false_recall_rise: Fraction = 0.05
     max_format_drop: Fraction = 0.3
     lock_timeout_s: PositiveFloat = 600.0
     # How long the trainer waits for a verdict; past it the night is rejected (fail closed).
