@@ -46,7 +46,9 @@ class ScratchSystem:
         self.home = home or Path(tempfile.mkdtemp(prefix="cb-", dir="/tmp"))  # short: socket paths
         self.keep = keep
         self.env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV}
-        self.env.update({"CIRCADIAN_HOME": str(self.home), "CIRCADIAN_TRAINER_WINDOW": "", **(env or {})})
+        # Any free API port: a scratch system never fights a running instance over 8642.
+        self.env.update({"CIRCADIAN_HOME": str(self.home), "CIRCADIAN_TRAINER_WINDOW": "", "CIRCADIAN_API_PORT": "0",
+                         **(env or {})})
         os.environ.update({"CIRCADIAN_HOME": str(self.home)})
         for key in ("CIRCADIAN_RUN", "CIRCADIAN_CONFIG"):
             os.environ.pop(key, None)
