@@ -154,7 +154,8 @@ class TrainerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # Questions about never-stated keys answered "I don't know", as a share of
     # the night's question/answer examples (services.trainer.dataset). On a
     # 40-fact night 0.1 took false recall 8% -> 0 and also drifted less
-    # (canary -8 vs -12 points) and learnt more (README "Abstentions").
+    # (canary -8 vs -12 points) and learnt more (README "The schedule,
+    # rewordings and abstentions").
     abstain_share: Share = 0.1
     # Adapters kept besides pinned ones, the current and the previous one.
     keep_last: NonNegativeInt = 5

@@ -351,15 +351,21 @@ def _eval_items(taught: list[_Taught], trained: dict[tuple[str, str], set[str]],
     return items
 
 
+def _unstated(candidates: Sequence[tuple[str, str]], stated_keys: set[tuple[str, str]]) -> list[Fact]:
+    """Stand-in facts for the (subject, relation) pairs never stated: only their questions are rendered
+    from them (and age distractors center on the stand-in value)."""
+    return [Fact(subject=subject, relation=relation, statement="",
+                 value=subject.split("|")[0] if relation == "preference" else "30" if relation == "age" else "?")
+            for subject, relation in candidates if (subject.lower(), relation) not in stated_keys]
+
+
 def _false_items(stated_keys: set[tuple[str, str]], *, count: int, seed: int) -> list[EvalItem]:
-    probes = [p for p in FALSE_PROBES if (p[0].lower(), p[1]) not in stated_keys]
+    probes = _unstated(FALSE_PROBES, stated_keys)
     rng = random.Random(stable_seed("false", seed))
     rng.shuffle(probes)
     items = []
-    for subject, relation in probes[:count]:
-        # A stand-in value: only the question is rendered from it (and age distractors center on it).
-        value = subject.split("|")[0] if relation == "preference" else "30" if relation == "age" else "?"
-        probe = Fact(subject=subject, relation=relation, value=value, statement="")
+    for probe in probes[:count]:
+        subject, relation = probe.subject, probe.relation
         question = rng.choice(questions(probe, "heldout"))
         if relation == "preference":
             wrong = subject.split("|")
@@ -376,11 +382,9 @@ def _abstentions(excluded: set[tuple[str, str]], *, count: int, seed: int, syste
     every such question has an answer, and the false-recall gate measured
     exactly that on large nights (README "Does it remember?").
     """
-    probes = [p for p in ABSTAIN_PROBES if (p[0].lower(), p[1]) not in excluded]
     rng = random.Random(stable_seed("abstain", seed))
     pools = []
-    for subject, relation in probes:
-        fact = Fact(subject=subject, relation=relation, value="30" if relation == "age" else "?", statement="")
+    for fact in _unstated(ABSTAIN_PROBES, excluded):
         pool = questions(fact, "train")
         rng.shuffle(pool)
         pools.append(pool)

@@ -22,7 +22,8 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+
+from services.common.config import TrainerConfig
 
 CACHE_VERSION = 1
 MAX_TOKENS = 40
@@ -42,7 +43,7 @@ Request = tuple[str, str]  # (question, answer) as the dataset builder asks
 Proposal = tuple[str, str | None]  # (question, answer or None: use a template answer)
 
 
-def rewordings_per_fact(trainer: Any) -> int:
+def rewordings_per_fact(trainer: TrainerConfig) -> int:
     """How many rewordings a night asks for per fact: the teacher's count when one is set, else the model's."""
     return trainer.teacher_paraphrases if trainer.teacher_url else trainer.model_paraphrases
 
